@@ -188,3 +188,47 @@ def speakers_from_config(cfg: dict[str, Any]) -> list[str] | None:
     if not isinstance(speakers, list) or not speakers:
         return None
     return [str(s) for s in speakers]
+
+
+class SpeechConstraint:
+    """Which ids may come next, so that every generated frame is valid.
+
+    Before speech: START_OF_AI or START_OF_SPEECH (the model's opening); after START_OF_AI:
+    START_OF_SPEECH; inside speech: the next codebook's 4032 ids, plus END_OF_SPEECH at a
+    frame boundary (unless ``allow_stop`` is False, e.g. while ``min_tokens`` is unmet).
+    Incremental (O(1) per token) so both backends can run it in the sampling loop.
+    """
+
+    __slots__ = ("state", "position")
+
+    PRE, AFTER_AI, SPEECH, DONE = range(4)
+
+    def __init__(self) -> None:
+        self.state = self.PRE
+        self.position = 0  # codebook expected next inside speech
+
+    def advance(self, token_id: int) -> None:
+        if self.state == self.PRE:
+            if token_id == START_OF_AI:
+                self.state = self.AFTER_AI
+            elif token_id == START_OF_SPEECH:
+                self.state = self.SPEECH
+        elif self.state == self.AFTER_AI:
+            if token_id == START_OF_SPEECH:
+                self.state = self.SPEECH
+        elif self.state == self.SPEECH:
+            if token_id in STOP_TOKEN_IDS:
+                self.state = self.DONE
+            elif AUDIO_TOKEN_START <= token_id < AUDIO_TOKEN_END:
+                self.position = (self.position + 1) % NUM_CODEBOOKS
+
+    def allowed(self, allow_stop: bool = True) -> tuple[list[int], tuple[int, int] | None]:
+        """``(single ids, half-open id range or None)`` allowed next."""
+        if self.state == self.PRE:
+            return [START_OF_AI, START_OF_SPEECH], None
+        if self.state == self.AFTER_AI:
+            return [START_OF_SPEECH], None
+        if self.state == self.SPEECH:
+            singles = [END_OF_SPEECH] if (self.position == 0 and allow_stop) else []
+            return singles, allowed_range(self.position)
+        return [END_OF_AI], None
