@@ -1,0 +1,94 @@
+"""A loaded KaniTTS model: its backend, tokenizer, voices and prompt template."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from kanitts.config import LanguageConfig, Settings
+from kanitts.engine.base import GenerationBackend
+from kanitts.hub import ModelLoadError, resolve_dir
+from kanitts.protocol import DEFAULT_TEMPLATE, PromptTemplate, build_prompt, read_speakers
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class VoiceModel:
+    """One language's model as the router and synthesizer see it."""
+
+    language: str
+    model_id: str
+    backend: GenerationBackend
+    tokenizer: Any
+    voices: list[str]
+    default_voice: str | None
+    template: PromptTemplate = field(default_factory=lambda: DEFAULT_TEMPLATE)
+
+    def prompt(self, text: str, voice: str | None) -> list[int]:
+        return build_prompt(self.tokenizer, text, voice, self.template)
+
+    @property
+    def name(self) -> str:
+        """The public model name (``/v1/models``): the hub id or folder name."""
+        return self.model_id
+
+
+def load_tokenizer(model_dir: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"could not load the tokenizer from {model_dir}: {exc}") from exc
+
+
+def describe_language(code: str, cfg: LanguageConfig) -> tuple[str, list[str], str | None]:
+    """Resolve the model folder and its voices (config first, else ``speaker_settings``)."""
+    path = str(resolve_dir(cfg.model))
+    voices = list(cfg.voices) if cfg.voices is not None else (read_speakers(path) or [])
+    default = cfg.default_voice
+    if default is not None and voices and default not in voices:
+        raise ModelLoadError(
+            f"languages.{code}.default_voice {default!r} is not a voice of {cfg.model} "
+            f"(it has: {', '.join(voices)})"
+        )
+    if default is None and voices:
+        default = voices[0]
+    return path, voices, default
+
+
+def build_backend(settings: Settings, model_path: str, *, share: float = 1.0) -> GenerationBackend:
+    """The configured backend for one model (``share``: its fraction of GPU memory
+    when several models share a card)."""
+    kind = settings.engine.backend
+    if kind == "auto":
+        kind = "vllm" if _vllm_usable() else "torch"
+    if kind == "vllm":
+        from kanitts.engine.modes import engine_args_for
+        from kanitts.engine.vllm_backend import VllmBackend
+
+        args = engine_args_for(settings.engine.mode, model_path, settings.engine.vllm_overrides())
+        if share < 1.0:
+            if "gpu_memory_utilization" in args:
+                args["gpu_memory_utilization"] = round(args["gpu_memory_utilization"] * share, 4)
+            if "kv_cache_memory_bytes" in args and settings.engine.kv_cache_memory_bytes is None:
+                args["kv_cache_memory_bytes"] = int(args["kv_cache_memory_bytes"] * share)
+        return VllmBackend(model_path, args, warmup=settings.engine.warmup)
+    from kanitts.engine.torch_backend import TorchBackend
+
+    return TorchBackend(model_path, device=settings.engine.device, dtype=settings.engine.dtype)
+
+
+def _vllm_usable() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return False

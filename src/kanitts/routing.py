@@ -1,0 +1,126 @@
+"""Pick the model, language and voice for a request.
+
+Rules, in order:
+1. ``language`` given: that language's model (it must be loaded).
+2. A real voice of exactly one loaded model picks that model (a voice unique to one
+   language wins over detection). A real voice always wins over an OpenAI alias of the
+   same name (``nova`` is both).
+3. Otherwise the language is detected among the loaded languages (default language for
+   short or ambiguous text), and the voice is resolved in it: real voice, then OpenAI
+   alias, then the language's default voice when none was asked for.
+4. A voice that no loaded model has and that is no alias is an error listing the valid
+   voices, unless ``unknown_voice = "default"`` makes it fall back to the default voice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from kanitts.models import VoiceModel
+
+logger = logging.getLogger(__name__)
+
+
+class RoutingError(ValueError):
+    """A request names a voice or language we cannot serve; the message is user-facing."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class Detector(Protocol):
+    def detect(self, text: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class Route:
+    model: VoiceModel
+    language: str
+    voice: str | None
+    detected: bool
+
+
+class Router:
+    def __init__(
+        self,
+        models: dict[str, VoiceModel],
+        default_language: str,
+        aliases: dict[str, dict[str, str]],
+        detector: Detector | None,
+        unknown_voice: str = "error",
+    ) -> None:
+        if default_language not in models:
+            default_language = next(iter(models))
+        self.models = models
+        self.default_language = default_language
+        self.aliases = {k.lower(): v for k, v in aliases.items()}
+        self.detector = detector
+        self.unknown_voice = unknown_voice
+
+    def all_voices(self) -> list[str]:
+        seen: list[str] = []
+        for m in self.models.values():
+            seen.extend(v for v in m.voices if v not in seen)
+        return seen
+
+    def _owners(self, voice: str) -> list[str]:
+        return [code for code, m in self.models.items() if voice in m.voices]
+
+    def _detect(self, text: str, among: list[str] | None = None) -> str:
+        langs = among or list(self.models)
+        if len(langs) == 1 or self.detector is None:
+            return langs[0] if self.default_language not in langs else self.default_language
+        lang = self.detector.detect(text)
+        if lang in langs:
+            return lang
+        return self.default_language if self.default_language in langs else langs[0]
+
+    def _voice_in(self, lang: str, voice: str | None) -> str | None:
+        model = self.models[lang]
+        if voice is None:
+            return model.default_voice
+        if voice in model.voices:
+            return voice
+        alias = self.aliases.get(voice.lower())
+        if alias is not None:
+            mapped = alias.get(lang)
+            if mapped is not None and (not model.voices or mapped in model.voices):
+                return mapped
+            return model.default_voice
+        if not model.voices:
+            return voice  # single-speaker model: the name is passed through
+        if self.unknown_voice == "default":
+            logger.info("unknown voice %r: falling back to %r", voice, model.default_voice)
+            return model.default_voice
+        raise RoutingError(
+            f"voice {voice!r} is not available; valid voices: {', '.join(self.all_voices())}",
+            "voice",
+        )
+
+    def route(self, text: str, voice: str | None = None, language: str | None = None) -> Route:
+        voice = voice.strip() if voice else None
+        if language:
+            lang = language.strip().lower()
+            if lang not in self.models:
+                raise RoutingError(
+                    f"language {language!r} is not loaded; loaded languages: {', '.join(self.models)}",
+                    "language",
+                )
+            return Route(self.models[lang], lang, self._voice_in(lang, voice), False)
+        if voice:
+            owners = self._owners(voice)
+            if len(owners) == 1:
+                return Route(self.models[owners[0]], owners[0], voice, False)
+            if len(owners) > 1:
+                lang = self._detect(text, owners)
+                return Route(self.models[lang], lang, voice, True)
+            if voice.lower() not in self.aliases and self.unknown_voice != "default" and self.all_voices():
+                raise RoutingError(
+                    f"voice {voice!r} is not available; valid voices: {', '.join(self.all_voices())}",
+                    "voice",
+                )
+        lang = self._detect(text)
+        return Route(self.models[lang], lang, self._voice_in(lang, voice), True)
