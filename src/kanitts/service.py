@@ -1,0 +1,156 @@
+"""Builds and owns everything a server or the CLI needs: models, codec, router, synthesizer.
+
+No module-level globals: ``TTSService`` is created per app (or per CLI run) and passed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from kanitts.config import Settings
+from kanitts.models import VoiceModel, build_backend, describe_language, load_tokenizer
+from kanitts.routing import Route, Router
+from kanitts.synthesis import Synthesis, SynthesisOptions, Synthesizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelStatus:
+    language: str
+    model: str
+    state: str = "pending"  # pending | loading | ready | failed
+    error: str | None = None
+
+
+@dataclass
+class TTSService:
+    settings: Settings
+    models: dict[str, VoiceModel] = field(default_factory=dict)
+    status: dict[str, ModelStatus] = field(default_factory=dict)
+    codec: Any = None
+    codec_worker: Any = None
+    router: Router | None = None
+    synthesizer: Synthesizer | None = None
+    ready: bool = False
+    error: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the codec and every active language's model; ``ready`` when done."""
+        s = self.settings
+        langs = s.active_languages()
+        for code in langs:
+            self.status[code] = ModelStatus(code, s.languages[code].model)
+        try:
+            await self._load_codec()
+            share = 1.0 / max(1, len(langs))
+            for code in langs:
+                await self._load_language(code, share)
+            detector = None
+            if len(self.models) > 1:
+                from kanitts.text import LanguageDetector
+
+                detector = await asyncio.to_thread(
+                    LanguageDetector, list(self.models), s.default_language
+                )
+            self.router = Router(
+                self.models, s.default_language, s.voice_aliases, detector, s.server.unknown_voice
+            )
+            self.synthesizer = Synthesizer(self.codec_worker)
+            self.ready = True
+            logger.info("ready: %s", ", ".join(f"{c}={m.model_id}" for c, m in self.models.items()))
+        except Exception as exc:
+            self.error = str(exc)
+            raise
+
+    async def _load_codec(self) -> None:
+        from kanitts.codec import CodecWorker, NanoCodec
+
+        from kanitts.engine.torch_backend import pick_device
+
+        device = pick_device(self.settings.engine.device)
+        c = self.settings.codec
+        self.codec = await asyncio.to_thread(NanoCodec.from_pretrained, c.model, device=str(device))
+        self.codec_worker = CodecWorker(
+            self.codec,
+            max_streams=c.max_streams,
+            first_chunk_frames=c.first_chunk_frames,
+            chunk_frames=c.chunk_frames,
+        )
+
+    async def _load_language(self, code: str, share: float) -> None:
+        cfg = self.settings.languages[code]
+        st = self.status[code]
+        st.state = "loading"
+        try:
+            path, voices, default = await asyncio.to_thread(describe_language, code, cfg)
+            tokenizer = await asyncio.to_thread(load_tokenizer, path)
+            backend = build_backend(self.settings, path, share=share)
+            await backend.start()
+        except Exception as exc:
+            st.state, st.error = "failed", str(exc)
+            raise
+        from kanitts.protocol import DEFAULT_TEMPLATE
+
+        self.models[code] = VoiceModel(
+            language=code,
+            model_id=cfg.model,
+            backend=backend,
+            tokenizer=tokenizer,
+            voices=voices,
+            default_voice=default,
+            template=cfg.template or DEFAULT_TEMPLATE,
+        )
+        st.state = "ready"
+
+    async def close(self) -> None:
+        for m in self.models.values():
+            try:
+                await m.backend.close()
+            except Exception:  # noqa: BLE001
+                logger.exception("closing %s", m.model_id)
+        if self.codec_worker is not None:
+            close = getattr(self.codec_worker, "close", None)
+            if close is not None:
+                res = close()
+                if asyncio.iscoroutine(res):
+                    await res
+        self.ready = False
+
+    # -- requests -------------------------------------------------------------------------
+    def options(self, **overrides: Any) -> SynthesisOptions:
+        """Request options: configured defaults, then the request's own values."""
+        s = self.settings
+        g, lf = s.generation, s.long_form
+        opts = SynthesisOptions(
+            temperature=g.temperature,
+            top_p=g.top_p,
+            repetition_penalty=g.repetition_penalty,
+            max_tokens=g.max_tokens,
+            constrained=g.constrained,
+            normalize=lf.normalize,
+            max_chunk_seconds=lf.chunk_seconds,
+            threshold_seconds=lf.threshold_seconds,
+            silence_duration=lf.silence_duration,
+            paragraph_pause=lf.paragraph_pause,
+            max_chunks_ahead=lf.max_chunks_ahead,
+            max_silence_seconds=lf.max_silence_seconds,
+        )
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(opts, k, v)
+        return opts
+
+    def route(self, text: str, voice: str | None, language: str | None) -> Route:
+        assert self.router is not None
+        return self.router.route(text, voice, language)
+
+    def synthesize(self, route: Route, text: str, opts: SynthesisOptions, request_id: str = "") -> Synthesis:
+        assert self.synthesizer is not None
+        if opts.chars_per_second is None:
+            opts.chars_per_second = self.settings.long_form.chars_per_second.get(route.language)
+        return self.synthesizer.start(route, text, opts, request_id)
