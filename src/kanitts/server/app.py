@@ -1,0 +1,326 @@
+"""FastAPI app factory and the OpenAI-compatible routes.
+
+``create_app(settings)`` builds a fresh app whose lifespan loads the models in the
+background: the port answers ``/health`` at once and speech requests get 503 until the
+models are ready. Nothing lives in module globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from kanitts.audio import StreamEncoder, TempoChanger, content_type, encode_all
+from kanitts.config import Settings
+from kanitts.protocol import SAMPLE_RATE
+from kanitts.routing import RoutingError
+from kanitts.server.admission import Admission
+from kanitts.server.errors import APIError, install_error_handlers
+from kanitts.server.schemas import OPENAI_TTS_MODELS, SpeechRequest
+from kanitts.service import TTSService
+from kanitts.synthesis import Synthesis, SynthesisError, collect
+
+logger = logging.getLogger(__name__)
+access_log = logging.getLogger("kanitts.requests")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    service: TTSService | None = None,
+    on_fatal: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """Build the app. ``service`` may be injected (tests); ``on_fatal`` is called with a
+    one-line message when the models cannot load (the CLI stops the server)."""
+    svc = service or TTSService(settings)
+    admission = Admission(settings.server.max_concurrent, settings.server.max_queue,
+                          settings.server.queue_timeout_seconds)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def boot() -> None:
+            try:
+                await svc.start()
+            except Exception as exc:  # noqa: BLE001 - reported, not raised into uvicorn
+                logger.error("startup failed: %s", exc)
+                if on_fatal is not None:
+                    on_fatal(str(exc))
+
+        task = asyncio.create_task(boot()) if not svc.ready else None
+        try:
+            yield
+        finally:
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+            await svc.close()
+
+    app = FastAPI(title="kanitts-vllm", version="0.1.0", lifespan=lifespan)
+    app.state.service = svc
+    app.state.settings = settings
+    app.state.admission = admission
+    app.state.active_streams = 0
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def request_id_and_size(request: Request, call_next: Callable[..., Any]) -> Response:
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        request.state.request_id = rid
+        length = request.headers.get("content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > settings.server.max_body_bytes
+            except ValueError:
+                too_big = True
+            if too_big:
+                from kanitts.server.errors import error_response
+
+                return error_response(413, f"request body larger than {settings.server.max_body_bytes} bytes")
+        response = await call_next(request)
+        response.headers["X-Request-Id"] = rid
+        return response
+
+    # -- health and discovery -----------------------------------------------------------
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "tts_ready": svc.ready,
+            "models": {
+                code: {"model": st.model, "state": st.state, **({"error": st.error} if st.error else {})}
+                for code, st in svc.status.items()
+            },
+            "active_streams": app.state.active_streams,
+            "queued": admission.waiting,
+        }
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        if svc.ready:
+            return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False, "error": svc.error}, status_code=503)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        ids = [m.model_id for m in svc.models.values()] + list(OPENAI_TTS_MODELS)
+        return {
+            "object": "list",
+            "data": [{"id": i, "object": "model", "created": 0, "owned_by": "kanitts"} for i in ids],
+        }
+
+    @app.get("/v1/audio/voices")
+    async def voices() -> dict[str, Any]:
+        langs = {
+            code: {"model": m.model_id, "voices": m.voices, "default_voice": m.default_voice}
+            for code, m in svc.models.items()
+        }
+        all_voices: list[str] = []
+        for m in svc.models.values():
+            all_voices.extend(v for v in m.voices if v not in all_voices)
+        return {
+            "voices": all_voices,
+            "languages": langs,
+            "default_language": svc.router.default_language if svc.router else settings.default_language,
+            "aliases": sorted(settings.voice_aliases),
+        }
+
+    # -- speech ---------------------------------------------------------------------------
+    @app.post("/v1/audio/speech")
+    async def speech(body: SpeechRequest, request: Request) -> Response:
+        t_arrival = time.perf_counter()
+        rid: str = request.state.request_id
+        if not svc.ready:
+            raise APIError(503, "the model is still loading; retry shortly", code="model_loading",
+                           headers={"Retry-After": "5"})
+        text = body.input
+        if not text or not text.strip():
+            raise APIError(400, "input must not be empty", param="input", code="empty_input")
+        if len(text) > settings.server.max_input_chars:
+            raise APIError(400, f"input is longer than {settings.server.max_input_chars} characters",
+                           param="input", code="input_too_long")
+        check_model(body.model)
+        try:
+            route = svc.route(text, body.voice, body.language)
+        except RoutingError as exc:
+            raise APIError(400, str(exc), param=exc.param, code=f"invalid_{exc.param}") from None
+        fmt = body.response_format or settings.server.default_response_format
+        if body.stream_format == "sse" and body.response_format is None:
+            fmt = "pcm"
+        opts = svc.options(
+            temperature=body.temperature,
+            top_p=body.top_p,
+            repetition_penalty=body.repetition_penalty,
+            seed=body.seed,
+            max_tokens=body.max_tokens,
+            min_tokens=body.min_tokens,
+            max_chunk_seconds=body.max_chunk_duration,
+            silence_duration=body.silence_duration,
+            normalize=body.normalize,
+        )
+        if body.min_tokens is not None:
+            opts.length_bound = False
+
+        slot = await admission.acquire()  # raises APIError 429/503 when over capacity
+        try:
+            synth = svc.synthesize(route, text, opts, rid)
+        except Exception:
+            slot.release()
+            raise
+        headers = {
+            "X-Kanitts-Voice": route.voice or "",
+            "X-Kanitts-Language": route.language,
+            "X-Kanitts-Model": route.model.model_id,
+            "X-Request-Id": rid,
+        }
+        if fmt == "pcm":
+            headers.update({"X-Sample-Rate": str(SAMPLE_RATE), "X-Channels": "1", "X-Bit-Depth": "16"})
+        info = {"rid": rid, "fmt": fmt, "t0": t_arrival, "chars": len(text), "stream": body.stream_format}
+
+        if body.stream_format is None:
+            try:
+                pcm = await collect(apply_speed(synth.pcm(), body.speed))
+                data = await asyncio.to_thread(encode_all, pcm, fmt, SAMPLE_RATE)
+            except SynthesisError as exc:
+                log_request(info, synth, "error", None)
+                raise APIError(500, str(exc), code="synthesis_failed") from None
+            finally:
+                slot.release()
+            log_request(info, synth, "ok", time.perf_counter() - t_arrival)
+            return Response(data, media_type=content_type(fmt), headers=headers)
+
+        if body.stream_format == "sse":
+            body_iter = sse_events(synth, fmt, body.speed, slot, info)
+            headers["Cache-Control"] = "no-cache"
+            return StreamingResponse(body_iter, media_type="text/event-stream", headers=headers)
+        body_iter = audio_bytes(synth, fmt, body.speed, slot, info)
+        return StreamingResponse(body_iter, media_type=content_type(fmt), headers=headers)
+
+    def check_model(name: str | None) -> None:
+        if name is None or name in OPENAI_TTS_MODELS:
+            return
+        known = {m.model_id for m in svc.models.values()} | set(svc.models)
+        if name not in known:
+            raise APIError(
+                400,
+                f"model {name!r} is not available; use one of: {', '.join([*OPENAI_TTS_MODELS, *sorted(known)])}",
+                param="model", code="model_not_found",
+            )
+
+    async def audio_bytes(synth: Synthesis, fmt: str, speed: float, slot: Any, info: dict[str, Any]) -> AsyncIterator[bytes]:
+        enc = StreamEncoder(fmt, SAMPLE_RATE, streaming=True)  # type: ignore[arg-type]
+        ttfa: float | None = None
+        status = "cancelled"
+        app.state.active_streams += 1
+        pcm_iter = apply_speed(synth.pcm(), speed)
+        try:
+            async for pcm in pcm_iter:
+                data = enc.encode(pcm)
+                if data:
+                    if ttfa is None:
+                        ttfa = time.perf_counter() - info["t0"]
+                    yield data
+            tail = enc.flush()
+            if tail:
+                yield tail
+            status = "ok"
+        except SynthesisError as exc:
+            status = "error"
+            logger.error("request %s: %s (stream ended early)", info["rid"], exc)
+        finally:
+            app.state.active_streams -= 1
+            with contextlib.suppress(Exception):
+                await pcm_iter.aclose()  # type: ignore[attr-defined]
+            enc.close()
+            slot.release()
+            log_request(info, synth, status, ttfa)
+
+    async def sse_events(synth: Synthesis, fmt: str, speed: float, slot: Any, info: dict[str, Any]) -> AsyncIterator[bytes]:
+        enc = StreamEncoder(fmt, SAMPLE_RATE, streaming=True)  # type: ignore[arg-type]
+        ttfa: float | None = None
+        status = "cancelled"
+        app.state.active_streams += 1
+        pcm_iter = apply_speed(synth.pcm(), speed)
+
+        def event(payload: dict[str, Any]) -> bytes:
+            return f"data: {json.dumps(payload)}\n\n".encode()
+
+        try:
+            async for pcm in pcm_iter:
+                data = enc.encode(pcm)
+                if data:
+                    if ttfa is None:
+                        ttfa = time.perf_counter() - info["t0"]
+                    yield event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+            tail = enc.flush()
+            if tail:
+                yield event({"type": "speech.audio.delta", "audio": base64.b64encode(tail).decode()})
+            yield event({"type": "speech.audio.done", "usage": synth.usage.as_dict()})
+            status = "ok"
+        except SynthesisError as exc:
+            status = "error"
+            yield event({"type": "error", "error": {"message": str(exc), "type": "server_error"}})
+        finally:
+            app.state.active_streams -= 1
+            with contextlib.suppress(Exception):
+                await pcm_iter.aclose()  # type: ignore[attr-defined]
+            enc.close()
+            slot.release()
+            log_request(info, synth, status, ttfa)
+
+    return app
+
+
+async def apply_speed(pcm: AsyncIterator[np.ndarray], speed: float) -> AsyncIterator[np.ndarray]:
+    """Tempo change without pitch change (FFmpeg atempo); a pass-through at 1.0."""
+    try:
+        if speed == 1.0:
+            async for chunk in pcm:
+                yield chunk
+            return
+        tempo = TempoChanger(speed, SAMPLE_RATE)
+        async for chunk in pcm:
+            out = tempo.process(chunk)
+            if out.size:
+                yield out
+        tail = tempo.flush()
+        if tail.size:
+            yield tail
+    finally:
+        with contextlib.suppress(Exception):
+            await pcm.aclose()  # type: ignore[attr-defined]
+
+
+def log_request(info: dict[str, Any], synth: Synthesis, status: str, ttfa: float | None) -> None:
+    elapsed = time.perf_counter() - info["t0"]
+    audio_s = synth.audio_seconds
+    access_log.info(
+        json.dumps(
+            {
+                "request_id": info["rid"],
+                "voice": synth.route.voice,
+                "language": synth.route.language,
+                "model": synth.route.model.model_id,
+                "chars": info["chars"],
+                "format": info["fmt"],
+                "stream": info["stream"],
+                "chunks": len(synth.chunks),
+                "audio_seconds": round(audio_s, 3),
+                "ttfa_ms": None if ttfa is None else round(ttfa * 1000, 1),
+                "rtf": round(elapsed / audio_s, 4) if audio_s > 0 else None,
+                "tokens": synth.usage.output_tokens,
+                "status": status,
+            }
+        )
+    )
