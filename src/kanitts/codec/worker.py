@@ -1,0 +1,334 @@
+"""Asyncio front of the streaming codec: many concurrent streams, one worker thread.
+
+Each :meth:`CodecWorker.decode` call owns one slot of a shared
+:class:`~kanitts.codec.streaming.StreamingDecoder` pool. A per-stream *pump* task reads
+the producer's frames into a small pending buffer; a single *scheduler* task on the event
+loop repeatedly plans a step and runs it on a one-thread executor, so torch work never
+blocks the loop and the pool's state is only ever touched by that one thread.
+
+Planning (latency over batching): every stream with pending frames contributes
+``min(pending, cap)`` frames to the next step, where ``cap`` is ``first_chunk_frames``
+for a stream's first chunk (audio starts quickly) and ``chunk_frames`` afterwards.
+Streams that contribute the same number of frames are decoded in one batched call (a
+step has as many calls as distinct counts). Whatever arrives while a step runs is picked
+up by the next one, so batching grows by itself under load and a lone stream is never
+held back waiting for a full chunk.
+
+Back-pressure: a pump stops reading its producer while ``max_pending_frames`` frames are
+waiting, and a stream whose consumer has ``max_ready_chunks`` undelivered chunks is left
+out of planning - so a slow client slows its own producer instead of growing memory.
+When all slots are taken, new streams wait (FIFO) for one to free up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from kanitts.codec.nanocodec import NanoCodec
+from kanitts.codec.streaming import StreamingDecoder
+
+logger = logging.getLogger(__name__)
+
+
+class CodecWorkerClosed(RuntimeError):
+    """The worker was closed while a stream was still decoding."""
+
+
+@dataclass
+class CodecWorkerStats:
+    """Counters for metrics and tests (a snapshot; mutate nothing)."""
+
+    active_streams: int = 0
+    waiting_streams: int = 0
+    steps: int = 0
+    batched_calls: int = 0
+    frames_decoded: int = 0
+    streams_started: int = 0
+    streams_finished: int = 0
+
+
+@dataclass(eq=False)
+class _Stream:
+    slot: int
+    pending: deque[list[int]] = field(default_factory=deque)
+    out: asyncio.Queue[np.ndarray | BaseException | None] = field(default_factory=asyncio.Queue)
+    space: asyncio.Event = field(default_factory=asyncio.Event)
+    needs_reset: bool = True
+    started: bool = False  # first chunk planned
+    eos: bool = False  # producer exhausted (or failed, see error)
+    error: BaseException | None = None
+    closed: bool = False  # consumer went away
+    finished: bool = False  # final sentinel delivered, slot released
+
+
+class CodecWorker:
+    """Decode many frame streams concurrently in batched steps on one worker thread.
+
+    ``decode(frames)`` consumes an async iterator of frame lists (each frame is
+    ``num_codebooks`` codes) and yields float32 mono PCM chunks clipped to [-1, 1], with
+    ``samples_per_frame`` samples per frame. Closing or cancelling the generator frees its
+    slot and closes the producer."""
+
+    def __init__(
+        self,
+        codec: NanoCodec,
+        max_streams: int = 64,
+        first_chunk_frames: int = 2,
+        chunk_frames: int = 8,
+        device: str | torch.device | None = None,
+        max_pending_frames: int | None = None,
+        max_ready_chunks: int = 4,
+    ) -> None:
+        if first_chunk_frames < 1 or chunk_frames < 1:
+            raise ValueError("chunk sizes must be >= 1 frame")
+        if max_streams < 1:
+            raise ValueError("max_streams must be >= 1")
+        if device is not None and torch.device(device) != codec.device:
+            codec = codec.to(device)
+        self.codec = codec
+        self.max_streams = max_streams
+        self.first_chunk_frames = first_chunk_frames
+        self.chunk_frames = chunk_frames
+        self.max_pending_frames = max_pending_frames or 4 * max(chunk_frames, first_chunk_frames)
+        self.max_ready_chunks = max(1, max_ready_chunks)
+        self._pool = StreamingDecoder(codec, max_streams)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kanitts-codec")
+        self._free: list[int] = list(range(max_streams - 1, -1, -1))  # pop() -> lowest slot
+        self._waiters: deque[asyncio.Future[int]] = deque()
+        self._streams: dict[int, _Stream] = {}
+        self._wake = asyncio.Event()
+        self._scheduler: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._stats = CodecWorkerStats()
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def stats(self) -> CodecWorkerStats:
+        s = self._stats
+        return CodecWorkerStats(
+            active_streams=len(self._streams),
+            waiting_streams=sum(1 for w in self._waiters if not w.done()),
+            steps=s.steps,
+            batched_calls=s.batched_calls,
+            frames_decoded=s.frames_decoded,
+            streams_started=s.streams_started,
+            streams_finished=s.streams_finished,
+        )
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    async def decode(self, frames: AsyncIterator[list[list[int]]]) -> AsyncIterator[np.ndarray]:
+        """Stream PCM for ``frames``; raises the producer's exception (after the audio of
+        the frames that preceded it) or ``ValueError`` for malformed frames."""
+        self._ensure_running()
+        slot = await self._acquire_slot()
+        stream = _Stream(slot=slot)
+        self._streams[slot] = stream
+        self._stats.streams_started += 1
+        pump = asyncio.create_task(self._pump(stream, frames), name=f"codec-pump-{slot}")
+        try:
+            while True:
+                item = await stream.out.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                self._wake.set()  # the queue has room again: the stream may be planned
+                yield item
+        finally:
+            stream.closed = True
+            stream.space.set()
+            if not pump.done():
+                pump.cancel()
+                try:
+                    await pump
+                except BaseException:  # noqa: BLE001 - cancellation/producer errors end here
+                    pass
+            if self._scheduler is None or self._scheduler.done():
+                self._release(stream)  # no scheduler left to do it
+            self._wake.set()
+
+    def close(self) -> None:
+        """Stop the scheduler, fail streams still running and release the thread.
+        Safe to call more than once; a step already running on the thread completes."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._scheduler is not None and not self._scheduler.done():
+            self._scheduler.cancel()
+        for stream in list(self._streams.values()):
+            self._finish(stream, CodecWorkerClosed("codec worker closed"))
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(CodecWorkerClosed("codec worker closed"))
+        self._waiters.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        logger.debug("codec worker closed: %s", self.stats)
+
+    async def aclose(self) -> None:
+        """:meth:`close`, then wait for the scheduler (and its running step) to end."""
+        task = self._scheduler
+        self.close()
+        if task is not None:
+            try:
+                await task
+            except BaseException:  # noqa: BLE001
+                pass
+
+    # ------------------------------------------------------------------ slots
+    def _ensure_running(self) -> None:
+        if self._closed:
+            raise CodecWorkerClosed("codec worker is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError("CodecWorker is bound to another event loop")
+        if self._scheduler is None or self._scheduler.done():
+            self._scheduler = loop.create_task(self._schedule(), name="codec-scheduler")
+
+    async def _acquire_slot(self) -> int:
+        if self._free and not self._waiters:
+            return self._free.pop()
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._give_slot(waiter.result())  # handed over just as we were cancelled
+            else:
+                waiter.cancel()
+            raise
+
+    def _give_slot(self, slot: int) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(slot)
+                return
+        self._free.append(slot)
+
+    def _release(self, stream: _Stream) -> None:
+        if self._streams.get(stream.slot) is stream:
+            del self._streams[stream.slot]
+            self._stats.streams_finished += 1
+            self._give_slot(stream.slot)
+
+    def _finish(self, stream: _Stream, final: BaseException | None) -> None:
+        """Deliver the end-of-stream sentinel (or error) and free the slot."""
+        if not stream.finished:
+            stream.finished = True
+            if not stream.closed:
+                stream.out.put_nowait(final)
+        self._release(stream)
+
+    # ------------------------------------------------------------------ producer side
+    async def _pump(self, stream: _Stream, frames: AsyncIterator[list[list[int]]]) -> None:
+        num_codebooks, size = self.codec.num_codebooks, self.codec.codebook_size
+        try:
+            async for batch in frames:
+                for frame in batch:
+                    if len(frame) != num_codebooks or not all(0 <= c < size for c in frame):
+                        raise ValueError(
+                            f"malformed frame {frame!r}: expected {num_codebooks} codes in 0..{size - 1}"
+                        )
+                stream.pending.extend(list(f) for f in batch)
+                self._wake.set()
+                while len(stream.pending) >= self.max_pending_frames and not stream.closed:
+                    stream.space.clear()
+                    await stream.space.wait()
+                if stream.closed:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer after flushing
+            stream.error = exc
+        finally:
+            stream.eos = True
+            self._wake.set()
+            aclose = getattr(frames, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()  # closing the producer aborts upstream generation
+                except Exception:  # noqa: BLE001
+                    logger.debug("error closing frame producer", exc_info=True)
+
+    # ------------------------------------------------------------------ scheduler
+    def _plan(self) -> dict[int, list[tuple[_Stream, list[list[int]]]]]:
+        groups: dict[int, list[tuple[_Stream, list[list[int]]]]] = {}
+        for stream in list(self._streams.values()):
+            if stream.closed:
+                self._release(stream)
+                continue
+            if not stream.pending:
+                if stream.eos:
+                    self._finish(stream, stream.error)
+                continue
+            if stream.out.qsize() >= self.max_ready_chunks:
+                continue  # slow consumer: let it drain first
+            cap = self.chunk_frames if stream.started else self.first_chunk_frames
+            n = min(cap, len(stream.pending))
+            take = [stream.pending.popleft() for _ in range(n)]
+            stream.started = True
+            stream.space.set()
+            groups.setdefault(n, []).append((stream, take))
+        return groups
+
+    def _run_step(
+        self, groups: dict[int, list[tuple[_Stream, list[list[int]]]]], resets: list[int]
+    ) -> list[tuple[_Stream, np.ndarray]]:
+        """Runs on the worker thread: the only place the pool's state is touched."""
+        with torch.inference_mode():
+            if resets:
+                self._pool.reset(resets)
+            results: list[tuple[_Stream, np.ndarray]] = []
+            for n, items in groups.items():
+                slots = [stream.slot for stream, _ in items]
+                # [k, T, G] -> [k, G, T]
+                codes = torch.tensor([frames for _, frames in items], dtype=torch.long)
+                codes = codes.permute(0, 2, 1).to(self._pool.device)
+                audio = self._pool.step_slots(slots, codes)
+                pcm = audio.float().clamp_(-1.0, 1.0).cpu().numpy()
+                results.extend((stream, pcm[i]) for i, (stream, _) in enumerate(items))
+        return results
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            await self._wake.wait()
+            self._wake.clear()
+            while not self._closed:
+                groups = self._plan()
+                if not groups:
+                    break
+                planned = [s for items in groups.values() for s, _ in items]
+                resets = [s.slot for s in planned if s.needs_reset]
+                for s in planned:
+                    s.needs_reset = False
+                try:
+                    results = await loop.run_in_executor(self._executor, self._run_step, groups, resets)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - fail the streams of this step only
+                    logger.exception("codec step failed for %d streams", len(planned))
+                    for s in planned:
+                        self._finish(s, exc)
+                    continue
+                self._stats.steps += 1
+                self._stats.batched_calls += len(groups)
+                for stream, pcm in results:
+                    self._stats.frames_decoded += pcm.shape[0] // self.codec.samples_per_frame
+                    if not stream.closed and not stream.finished:
+                        stream.out.put_nowait(pcm)
