@@ -1,0 +1,300 @@
+"""``kanitts`` command line: serve, say, bench, make-tiny, config show."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from kanitts import __version__
+
+logger = logging.getLogger("kanitts")
+
+EXIT_ERROR = 1
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML config file (also KANITTS_CONFIG)")
+    p.add_argument("--model", metavar="ID_OR_DIR",
+                   help="serve only this model (hub id or local folder) for --language")
+    p.add_argument("--codec", metavar="ID_OR_PATH", help="NanoCodec .nemo (hub id, file or folder)")
+    p.add_argument("--language", metavar="CODE", help="language of --model (default: default_language)")
+    p.add_argument("--backend", choices=["auto", "vllm", "torch"], help="generation backend (default auto)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--mode", choices=["low_vram", "balanced", "high_performance", "fp8", "bnb_4bit"],
+                   help="vLLM performance mode (default low_vram)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _add_engine(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("vLLM engine overrides (each overrides the mode's preset)")
+    g.add_argument("--gpu-memory-utilization", type=float)
+    g.add_argument("--kv-cache-memory-bytes", type=int)
+    g.add_argument("--max-model-len", type=int)
+    g.add_argument("--max-num-seqs", type=int)
+    g.add_argument("--max-num-batched-tokens", type=int)
+    g.add_argument("--tensor-parallel-size", type=int)
+    g.add_argument("--quantization")
+    g.add_argument("--enforce-eager", action="store_true", default=None)
+    g.add_argument("--no-warmup", dest="warmup", action="store_false", default=None,
+                   help="skip the start-up warm-up batch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kanitts", description="KaniTTS text-to-speech: server and tools")
+    parser.add_argument("--version", action="version", version=f"kanitts {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the OpenAI-compatible speech server")
+    _add_common(serve)
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 32855)")
+    _add_engine(serve)
+
+    say = sub.add_parser("say", help="synthesize text to an audio file")
+    say.add_argument("text", help="text to speak ('-' reads stdin)")
+    say.add_argument("-o", "--output", required=True, help="output file; format from its extension")
+    _add_common(say)
+    say.add_argument("--voice", help="voice name (default: the model's default voice)")
+    say.add_argument("--seed", type=int, help="sampling seed for reproducible output")
+    say.add_argument("--format", choices=["mp3", "opus", "aac", "flac", "wav", "pcm"],
+                     help="output format (default: from the extension, else wav)")
+    say.add_argument("--speed", type=float, default=1.0, help="tempo 0.25-4.0 (pitch unchanged)")
+    say.add_argument("--max-tokens", type=int, help="tokens per chunk (50 = 1 s)")
+    _add_engine(say)
+
+    tiny = sub.add_parser("make-tiny", help="write random-weight checkpoints in the real formats (tests)")
+    tiny.add_argument("dir", help="output folder: DIR/model/ and DIR/codec.nemo")
+    tiny.add_argument("--voices", default=None, help="comma-separated speakers (default andrew,katie)")
+    tiny.add_argument("--language", default="en")
+    tiny.add_argument("--full-size", action="store_true", help="real model and codec sizes (benchmarks)")
+    tiny.add_argument("--seed", type=int, default=0)
+
+    bench = sub.add_parser("bench", help="measure speed (see BENCHMARKS.md)", add_help=False)
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    show = cfg_sub.add_parser("show", help="print the effective configuration and where each value came from")
+    _add_common(show)
+    show.add_argument("--host")
+    show.add_argument("--port", type=int)
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Turn flags into a nested settings dict (unset flags are None and dropped later)."""
+    g = lambda name: getattr(args, name, None)  # noqa: E731
+    out: dict[str, Any] = {
+        "codec": {"model": g("codec")},
+        "engine": {
+            "backend": g("backend"),
+            "device": g("device"),
+            "mode": g("mode"),
+            "gpu_memory_utilization": g("gpu_memory_utilization"),
+            "kv_cache_memory_bytes": g("kv_cache_memory_bytes"),
+            "max_model_len": g("max_model_len"),
+            "max_num_seqs": g("max_num_seqs"),
+            "max_num_batched_tokens": g("max_num_batched_tokens"),
+            "tensor_parallel_size": g("tensor_parallel_size"),
+            "quantization": g("quantization"),
+            "enforce_eager": g("enforce_eager"),
+            "warmup": g("warmup"),
+        },
+        "server": {"host": g("host"), "port": g("port")},
+    }
+    if g("language"):
+        out["default_language"] = g("language")
+    if g("model"):
+        lang = g("language")
+        out["multi_language"] = False
+        out["_single_model"] = (lang, g("model"))
+    return out
+
+
+def settings_from_args(args: argparse.Namespace) -> Any:
+    from kanitts.config import LanguageConfig, load_settings
+
+    cli = cli_overrides(args)
+    single = cli.pop("_single_model", None)
+    settings = load_settings(getattr(args, "config", None), cli)
+    if single is not None:
+        lang, model = single
+        lang = lang or settings.default_language
+        existing = settings.languages.get(lang)
+        # A model given on the command line brings its own voices (speaker_settings).
+        langs = dict(settings.languages)
+        langs[lang] = LanguageConfig(
+            model=model, voices=None, default_voice=None,
+            template=existing.template if existing else None,
+        )
+        settings = settings.model_copy(update={"languages": langs, "default_language": lang,
+                                               "multi_language": False})
+    return settings
+
+
+def _setup_logging(verbose: bool, default: int) -> None:
+    level = logging.DEBUG if verbose else default
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        from kanitts.bench import main as bench_main
+
+        return int(bench_main(argv[1:]) or 0)
+    args = build_parser().parse_args(argv)
+    from kanitts.config import ConfigError
+    from kanitts.hub import ModelLoadError
+
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "say":
+            return _say(args)
+        if args.command == "make-tiny":
+            return _make_tiny(args)
+        if args.command == "config":
+            return _config_show(args)
+    except (ConfigError, ModelLoadError) as exc:
+        print(f"kanitts: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_ERROR
+
+
+def _make_tiny(args: argparse.Namespace) -> int:
+    _setup_logging(False, logging.WARNING)
+    from kanitts.tiny import make_tiny
+
+    voices = [v.strip() for v in args.voices.split(",") if v.strip()] if args.voices else None
+    model_dir, codec = make_tiny(args.dir, voices=voices, language=args.language,
+                                 full_size=args.full_size, seed=args.seed)
+    print(f"model: {model_dir}\ncodec: {codec}")
+    return 0
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    from kanitts.config import explain_settings
+
+    cli = cli_overrides(args)
+    cli.pop("_single_model", None)
+    if getattr(args, "model", None):
+        lang = args.language or "en"
+        cli.setdefault("languages", {})[lang] = {"model": args.model}
+    rows = explain_settings(args.config, cli)
+    if args.json:
+        print(json.dumps([{"key": k, "value": v, "source": s} for k, v, s in rows], indent=2))
+        return 0
+    width = max(len(k) for k, _, _ in rows)
+    for key, value, source in rows:
+        print(f"{key:<{width}} = {json.dumps(value)}    # {source}")
+    return 0
+
+
+def _say(args: argparse.Namespace) -> int:
+    _setup_logging(args.verbose, logging.WARNING)
+    settings = settings_from_args(args)
+    if args.max_tokens is not None:
+        settings.generation.max_tokens = args.max_tokens
+    text = sys.stdin.read() if args.text == "-" else args.text
+    if not text.strip():
+        print("kanitts: error: nothing to say (empty text)", file=sys.stderr)
+        return EXIT_ERROR
+    if not 0.25 <= args.speed <= 4.0:
+        print("kanitts: error: --speed must be between 0.25 and 4.0", file=sys.stderr)
+        return EXIT_ERROR
+    out = Path(args.output)
+    fmt = args.format or {".mp3": "mp3", ".opus": "opus", ".ogg": "opus", ".aac": "aac", ".flac": "flac",
+                          ".pcm": "pcm", ".raw": "pcm"}.get(out.suffix.lower(), "wav")
+    return asyncio.run(_say_async(settings, text, args.voice, args.seed, fmt, args.speed, out))
+
+
+async def _say_async(settings: Any, text: str, voice: str | None, seed: int | None, fmt: str,
+                     speed: float, out: Path) -> int:
+    from kanitts.audio import encode_all
+    from kanitts.protocol import SAMPLE_RATE
+    from kanitts.routing import RoutingError
+    from kanitts.server.app import apply_speed
+    from kanitts.service import TTSService
+    from kanitts.synthesis import SynthesisError, collect
+
+    svc = TTSService(settings)
+    try:
+        await svc.start()
+        try:
+            route = svc.route(text, voice, None)
+        except RoutingError as exc:
+            print(f"kanitts: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        synth = svc.synthesize(route, text, svc.options(seed=seed), "say")
+        try:
+            pcm = await collect(apply_speed(synth.pcm(), speed))
+        except SynthesisError as exc:
+            print(f"kanitts: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        data = encode_all(pcm, fmt, SAMPLE_RATE)  # type: ignore[arg-type]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+        logger.info("wrote %s (%.2f s, voice %s, language %s)", out, pcm.size / SAMPLE_RATE,
+                    route.voice, route.language)
+        print(f"{out}: {pcm.size / SAMPLE_RATE:.2f} s, voice {route.voice}, language {route.language}",
+              file=sys.stderr)
+        return 0
+    finally:
+        await svc.close()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _setup_logging(args.verbose, logging.INFO)
+    import uvicorn
+
+    from kanitts.server.app import create_app
+
+    settings = settings_from_args(args)
+    fatal: list[str] = []
+    server_box: list[uvicorn.Server] = []
+
+    def on_fatal(message: str) -> None:
+        fatal.append(message)
+        if server_box:
+            server_box[0].should_exit = True
+
+    app = create_app(settings, on_fatal=on_fatal)
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.server.log_level,
+        timeout_graceful_shutdown=int(settings.server.graceful_shutdown_seconds) or None,
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    server_box.append(server)
+    logger.info("kanitts %s listening on http://%s:%d", __version__, settings.server.host, settings.server.port)
+    server.run()
+    if fatal:
+        print(f"kanitts: error: {fatal[0]}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
