@@ -1,0 +1,99 @@
+"""Performance modes: named presets of vLLM engine arguments, overridable one by one.
+
+=================  =====================================================================
+mode               intent
+=================  =====================================================================
+low_vram           default: one model (+ codec) in <= 2 GB on any GPU. The KV cache is a
+                   fixed byte size (``kv_cache_memory_bytes``), never a fraction of the
+                   card (0.15 of an 80 GB card is 12 GB); 4 concurrent sequences.
+balanced           64 concurrent sequences, 2 GiB of KV cache.
+high_performance   maximum concurrency: 512 sequences, 85% of the card.
+fp8                ``balanced`` with FP8 weights (Hopper / Ada, compute capability >= 8.9).
+bnb_4bit           ``low_vram`` with bitsandbytes 4-bit weights (needs ``bitsandbytes``).
+=================  =====================================================================
+
+KV cache per token of the 350M LFM2 backbone: 6 attention layers x K,V x 8 heads x 64 dims x
+2 bytes = 12 KiB, so 2,048 tokens x 4 sequences = 96 MiB.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+#: prompt (<= ~300 tokens of text) + 1,200 generated tokens (the default max_tokens) + margin
+DEFAULT_MAX_MODEL_LEN = 2048
+
+_COMMON: dict[str, Any] = {
+    "dtype": "bfloat16",
+    "max_model_len": DEFAULT_MAX_MODEL_LEN,
+    # prompts are short and unique; LFM2 is a hybrid (conv + attention) model
+    "enable_prefix_caching": False,
+}
+
+MODES: dict[str, dict[str, Any]] = {
+    "low_vram": {
+        **_COMMON,
+        "max_num_seqs": 4,
+        "max_num_batched_tokens": 1024,
+        "kv_cache_memory_bytes": 128 * MiB,
+    },
+    "balanced": {
+        **_COMMON,
+        "max_num_seqs": 64,
+        "max_num_batched_tokens": 4096,
+        "kv_cache_memory_bytes": 2 * GiB,
+    },
+    "high_performance": {
+        **_COMMON,
+        "max_num_seqs": 512,
+        "max_num_batched_tokens": 8192,
+        "gpu_memory_utilization": 0.85,
+    },
+    "fp8": {
+        **_COMMON,
+        "max_num_seqs": 64,
+        "max_num_batched_tokens": 4096,
+        "kv_cache_memory_bytes": 2 * GiB,
+        "quantization": "fp8",
+    },
+    "bnb_4bit": {
+        **_COMMON,
+        "max_num_seqs": 4,
+        "max_num_batched_tokens": 1024,
+        "kv_cache_memory_bytes": 128 * MiB,
+        "quantization": "bitsandbytes",
+    },
+}
+
+DEFAULT_MODE = "low_vram"
+
+
+def engine_args_for(mode: str, model: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """vLLM engine arguments for ``mode``; ``overrides`` win key by key (None values ignored).
+
+    ``gpu_memory_utilization`` given as an override while the mode sets
+    ``kv_cache_memory_bytes`` drops the latter (vLLM ignores the fraction otherwise).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+    args: dict[str, Any] = {"model": model, **MODES[mode]}
+    ov = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "gpu_memory_utilization" in ov and "kv_cache_memory_bytes" not in ov:
+        args.pop("kv_cache_memory_bytes", None)
+    args.update(ov)
+    return args
+
+
+def seed_baseline_args(model: str) -> dict[str, Any]:
+    """The seed's engine configuration (one sequence at a time, 15% of the card)."""
+    return {
+        "model": model,
+        "dtype": "bfloat16",
+        "max_num_seqs": 1,
+        "gpu_memory_utilization": 0.15,
+        "max_model_len": 512,
+        "max_num_batched_tokens": 512,
+    }
