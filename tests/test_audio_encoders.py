@@ -320,3 +320,25 @@ async def test_encode_stream_close_propagates():
     assert first
     await gen.aclose()
     assert closed.is_set()
+
+
+async def test_encode_stream_cancel_during_worker_encode():
+    """Cancelling while a worker thread is inside the codec frees the encoder only afterwards."""
+    closed = asyncio.Event()
+
+    async def source():
+        try:
+            while True:
+                yield signal(SR * 2)  # large chunks go to a worker thread
+        finally:
+            closed.set()
+
+    gen = encode_stream(source(), "mp3", SR)
+    task = asyncio.ensure_future(gen.__anext__())
+    await asyncio.sleep(0.002)
+    task.cancel()
+    with pytest.raises((asyncio.CancelledError, StopAsyncIteration)):
+        await task
+    await gen.aclose()
+    assert closed.is_set()
+    await asyncio.sleep(0.05)  # let the worker finish; nothing may crash

@@ -20,12 +20,18 @@ Formats
 ``wav``   ``audio/wav``       RIFF/WAVE, 16-bit PCM. Streaming: one 44-byte header
                               whose RIFF and data sizes are 0xFFFFFFFF ("unknown"),
                               then raw samples. Non-streaming: real sizes.
-``mp3``   ``audio/mpeg``      MPEG-2 layer III (libmp3lame -q 5), CBR 64 kb/s default.
+``mp3``   ``audio/mpeg``      MPEG audio layer III (libmp3lame -q 5, CBR 64 kb/s; at
+                              22.05 kHz that is MPEG-2 with 576-sample frames).
                               Non-streaming files carry a Xing/LAME tag (exact
-                              length and gapless trimming); streams are bare frames.
-``opus``  ``audio/ogg``       Opus (libopus, 32 kb/s, complexity 5) in Ogg, resampled to the
-                              nearest Opus rate (22050 -> 24000 Hz).
-``aac``   ``audio/aac``       AAC-LC (FFmpeg's native encoder) in ADTS frames.
+                              length and gapless trimming); streams are bare frames
+                              (no ID3, no tag), so decoders add LAME's 1105-sample
+                              delay plus last-frame padding.
+``opus``  ``audio/ogg``       Opus (libopus, 32 kb/s, complexity 5) in Ogg, resampled
+                              to the nearest Opus rate (22050 -> 24000 Hz); pre-skip
+                              and the end granule make the decoded length exact.
+``aac``   ``audio/aac``       AAC-LC (FFmpeg's native encoder, 64 kb/s) in ADTS
+                              frames; decoders add 1024 priming samples (ADTS
+                              cannot signal them) plus last-frame padding.
 ``flac``  ``audio/flac``      FLAC, 16-bit. Non-streaming files carry the total
                               sample count and MD5 in STREAMINFO; streams leave them 0
                               (allowed by the FLAC spec for streams).
