@@ -114,7 +114,7 @@ class TTSService:
             except Exception:  # noqa: BLE001
                 logger.exception("closing %s", m.model_id)
         if self.codec_worker is not None:
-            close = getattr(self.codec_worker, "close", None)
+            close = getattr(self.codec_worker, "aclose", None) or getattr(self.codec_worker, "close", None)
             if close is not None:
                 res = close()
                 if asyncio.iscoroutine(res):
