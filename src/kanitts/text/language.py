@@ -67,14 +67,14 @@ class LanguageDetector:
         self.margin = margin
         self._detector = None
         self._by_language: dict[Any, str] = {}
-        if len(codes) == 1:
-            return
         resolved = {}
         for code in codes:
             lang = resolve_language(code)  # ValueError names the bad code
             if lang in resolved:
                 raise ValueError(f"language codes {resolved[lang]!r} and {code!r} are the same language")
             resolved[lang] = code
+        if len(codes) == 1:
+            return  # nothing to detect: never build lingua models
         from lingua import LanguageDetectorBuilder
 
         self._by_language = resolved

@@ -715,7 +715,9 @@ def _make_rules(lang: str) -> list[Rule]:
     add(r"(?<![\w.,])\d+(?:\.\d+){2,}(?![\w]|\.\d)",
         lambda m: f" {point_w} ".join(_cardinal(p, lang) for p in m.group(0).split(".")))
 
-    add(r"(?<=\d) ?[*x×] ?(?=\d)", lambda m: " " + _SYMBOLS[lang]["×"] + " ")
+    by_w = "by" if lang == "en" else "por"
+    add(r"(?<=\d) ?[x×] ?(?=\d)", lambda m: f" {by_w} ")  # dimensions: 4x4, 1920x1080
+    add(r"(?<=\d) ?\* ?(?=\d)", lambda m: " " + _SYMBOLS[lang]["×"] + " ")
 
     # --- phone numbers: 555-1234, 555-123-4567, (555) 123-4567 ---------------------
     def phone(m: re.Match[str]) -> str:
