@@ -21,7 +21,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from kanitts.audio import StreamEncoder, TempoChanger, content_type, encode_all
+from kanitts.audio import TempoChanger, content_type, encode_all, encode_stream
 from kanitts.config import Settings
 from kanitts.protocol import SAMPLE_RATE
 from kanitts.routing import RoutingError
@@ -72,6 +72,8 @@ def create_app(
     app.state.settings = settings
     app.state.admission = admission
     app.state.active_streams = 0
+    #: Callables receiving each finished request's record (metrics, audit); see log_request.
+    app.state.observers = []
     install_error_handlers(app)
 
     @app.middleware("http")
@@ -193,11 +195,11 @@ def create_app(
                 pcm = await collect(apply_speed(synth.pcm(), body.speed))
                 data = await asyncio.to_thread(encode_all, pcm, fmt, SAMPLE_RATE)
             except SynthesisError as exc:
-                log_request(info, synth, "error", None)
+                log_request(app, info, synth, "error", None)
                 raise APIError(500, str(exc), code="synthesis_failed") from None
             finally:
                 slot.release()
-            log_request(info, synth, "ok", time.perf_counter() - t_arrival)
+            log_request(app, info, synth, "ok", time.perf_counter() - t_arrival)
             return Response(data, media_type=content_type(fmt), headers=headers)
 
         if body.stream_format == "sse":
@@ -218,66 +220,51 @@ def create_app(
                 param="model", code="model_not_found",
             )
 
-    async def audio_bytes(synth: Synthesis, fmt: str, speed: float, slot: Any, info: dict[str, Any]) -> AsyncIterator[bytes]:
-        enc = StreamEncoder(fmt, SAMPLE_RATE, streaming=True)  # type: ignore[arg-type]
+    async def encoded(
+        synth: Synthesis, fmt: str, speed: float, slot: Any, info: dict[str, Any], wrap: Callable[[bytes], bytes],
+        done: Callable[[Synthesis], bytes | None], fail: Callable[[str], bytes | None],
+    ) -> AsyncIterator[bytes]:
+        """Shared body of both stream formats: PCM -> tempo -> encoder (worker thread for
+        big chunks) -> ``wrap``; always releases the slot and logs one line."""
         ttfa: float | None = None
         status = "cancelled"
         app.state.active_streams += 1
-        pcm_iter = apply_speed(synth.pcm(), speed)
+        stream = encode_stream(apply_speed(synth.pcm(), speed), fmt, SAMPLE_RATE)  # type: ignore[arg-type]
         try:
-            async for pcm in pcm_iter:
-                data = enc.encode(pcm)
-                if data:
-                    if ttfa is None:
-                        ttfa = time.perf_counter() - info["t0"]
-                    yield data
-            tail = enc.flush()
+            async for data in stream:
+                if ttfa is None:
+                    ttfa = time.perf_counter() - info["t0"]
+                yield wrap(data)
+            status = "ok"
+            tail = done(synth)
             if tail:
                 yield tail
-            status = "ok"
         except SynthesisError as exc:
             status = "error"
             logger.error("request %s: %s (stream ended early)", info["rid"], exc)
+            tail = fail(str(exc))
+            if tail:
+                yield tail
         finally:
             app.state.active_streams -= 1
             with contextlib.suppress(Exception):
-                await pcm_iter.aclose()  # type: ignore[attr-defined]
-            enc.close()
+                await stream.aclose()  # type: ignore[attr-defined]
             slot.release()
-            log_request(info, synth, status, ttfa)
+            log_request(app, info, synth, status, ttfa)
 
-    async def sse_events(synth: Synthesis, fmt: str, speed: float, slot: Any, info: dict[str, Any]) -> AsyncIterator[bytes]:
-        enc = StreamEncoder(fmt, SAMPLE_RATE, streaming=True)  # type: ignore[arg-type]
-        ttfa: float | None = None
-        status = "cancelled"
-        app.state.active_streams += 1
-        pcm_iter = apply_speed(synth.pcm(), speed)
+    def audio_bytes(synth: Synthesis, fmt: str, speed: float, slot: Any, info: dict[str, Any]) -> AsyncIterator[bytes]:
+        return encoded(synth, fmt, speed, slot, info, lambda b: b, lambda _: None, lambda _: None)
 
+    def sse_events(synth: Synthesis, fmt: str, speed: float, slot: Any, info: dict[str, Any]) -> AsyncIterator[bytes]:
         def event(payload: dict[str, Any]) -> bytes:
             return f"data: {json.dumps(payload)}\n\n".encode()
 
-        try:
-            async for pcm in pcm_iter:
-                data = enc.encode(pcm)
-                if data:
-                    if ttfa is None:
-                        ttfa = time.perf_counter() - info["t0"]
-                    yield event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
-            tail = enc.flush()
-            if tail:
-                yield event({"type": "speech.audio.delta", "audio": base64.b64encode(tail).decode()})
-            yield event({"type": "speech.audio.done", "usage": synth.usage.as_dict()})
-            status = "ok"
-        except SynthesisError as exc:
-            status = "error"
-            yield event({"type": "error", "error": {"message": str(exc), "type": "server_error"}})
-        finally:
-            app.state.active_streams -= 1
-            with contextlib.suppress(Exception):
-                await pcm_iter.aclose()  # type: ignore[attr-defined]
-            enc.close()
-            slot.release()
-            log_request(info, synth, status, ttfa)
+        return encoded(
+            synth, fmt, speed, slot, info,
+            lambda b: event({"type": "speech.audio.delta", "audio": base64.b64encode(b).decode()}),
+            lambda sy: event({"type": "speech.audio.done", "usage": sy.usage.as_dict()}),
+            lambda msg: event({"type": "error", "error": {"message": msg, "type": "server_error"}}),
+        )
 
     return app
 
@@ -302,25 +289,29 @@ async def apply_speed(pcm: AsyncIterator[np.ndarray], speed: float) -> AsyncIter
             await pcm.aclose()  # type: ignore[attr-defined]
 
 
-def log_request(info: dict[str, Any], synth: Synthesis, status: str, ttfa: float | None) -> None:
+def log_request(app: FastAPI, info: dict[str, Any], synth: Synthesis, status: str, ttfa: float | None) -> None:
+    """One structured line per request, also handed to ``app.state.observers``."""
     elapsed = time.perf_counter() - info["t0"]
     audio_s = synth.audio_seconds
-    access_log.info(
-        json.dumps(
-            {
-                "request_id": info["rid"],
-                "voice": synth.route.voice,
-                "language": synth.route.language,
-                "model": synth.route.model.model_id,
-                "chars": info["chars"],
-                "format": info["fmt"],
-                "stream": info["stream"],
-                "chunks": len(synth.chunks),
-                "audio_seconds": round(audio_s, 3),
-                "ttfa_ms": None if ttfa is None else round(ttfa * 1000, 1),
-                "rtf": round(elapsed / audio_s, 4) if audio_s > 0 else None,
-                "tokens": synth.usage.output_tokens,
-                "status": status,
-            }
-        )
-    )
+    record = {
+        "request_id": info["rid"],
+        "voice": synth.route.voice,
+        "language": synth.route.language,
+        "model": synth.route.model.model_id,
+        "chars": info["chars"],
+        "format": info["fmt"],
+        "stream": info["stream"],
+        "chunks": len(synth.chunks),
+        "audio_seconds": round(audio_s, 3),
+        "ttfa_ms": None if ttfa is None else round(ttfa * 1000, 1),
+        "rtf": round(elapsed / audio_s, 4) if audio_s > 0 else None,
+        "tokens": synth.usage.output_tokens,
+        "status": status,
+        "elapsed_s": round(elapsed, 4),
+    }
+    access_log.info(json.dumps(record))
+    for observer in app.state.observers:
+        try:
+            observer(record)
+        except Exception:  # noqa: BLE001 - observers never break a request
+            logger.exception("request observer failed")
