@@ -61,7 +61,8 @@ class TextChunk:
 
 _TAG_RE = re.compile(r"<break\b([^<>]{0,200})>", re.IGNORECASE)
 _ATTR_RE = re.compile(
-    r"\s*(?:(?P<name>time|strength)\s*=\s*(?P<q>[\"']?)(?P<val>[^\"'<>\s/]*)(?P=q)\s*)?/?\s*",
+    r"\s*(?:(?P<name>time|strength)\s*=\s*"
+    r"(?:\"(?P<v1>[^\"<>]*)\"|'(?P<v2>[^'<>]*)'|(?P<v3>[^\"'<>\s/]+))\s*)?/?\s*",
     re.IGNORECASE,
 )
 _TIME_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)", re.IGNORECASE)
@@ -75,7 +76,7 @@ def _break_seconds(attrs: str) -> float | None:
     name = (m.group("name") or "").lower()
     if not name:
         return DEFAULT_BREAK_SECONDS
-    val = m.group("val").lower()
+    val = (m.group("v1") or m.group("v2") or m.group("v3") or "").strip().lower()
     if name == "strength":
         secs = _STRENGTH.get(val)
         if secs is None:
