@@ -39,6 +39,8 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-num-seqs", type=int)
     g.add_argument("--max-num-batched-tokens", type=int)
     g.add_argument("--tensor-parallel-size", type=int)
+    g.add_argument("--data-parallel-size", type=int, help="engine replicas behind one server")
+    g.add_argument("--gpus", help="comma-separated GPU ids, one replica each (e.g. 0,1)")
     g.add_argument("--quantization")
     g.add_argument("--enforce-eager", action="store_true", default=None)
     g.add_argument("--no-warmup", dest="warmup", action="store_false", default=None,
@@ -103,6 +105,8 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
             "max_num_seqs": g("max_num_seqs"),
             "max_num_batched_tokens": g("max_num_batched_tokens"),
             "tensor_parallel_size": g("tensor_parallel_size"),
+            "data_parallel_size": g("data_parallel_size"),
+            "gpus": g("gpus"),
             "quantization": g("quantization"),
             "enforce_eager": g("enforce_eager"),
             "warmup": g("warmup"),

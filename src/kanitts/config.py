@@ -103,8 +103,26 @@ class EngineConfig(_Section):
     enforce_eager: bool | None = None
     quantization: str | None = None
     tensor_parallel_size: int = Field(1, ge=1)
+    #: Engine replicas (data parallel) behind one server; each new request goes to the
+    #: least-loaded one, and a replica that dies is restarted.
+    data_parallel_size: int = Field(1, ge=1, le=64)
+    #: GPUs for the replicas, one replica per entry (``--gpus 0,1``); sets data_parallel_size.
+    gpus: Annotated[list[int] | None, NoDecode] = None
     #: Warm the engine with sampled requests before reporting ready.
     warmup: bool = True
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _split_gpus(cls, v: Any) -> Any:
+        if isinstance(v, int):
+            return [v]
+        return _split_list(v)
+
+    def replica_devices(self) -> list[str | None]:
+        """One entry per replica: a CUDA device index as a string, or None (default device)."""
+        if self.gpus:
+            return [str(g) for g in self.gpus]
+        return [None] * self.data_parallel_size
 
     def vllm_overrides(self) -> dict[str, Any]:
         keys = (
