@@ -1,0 +1,85 @@
+"""CPU tests of kanitts.bench's load generation and bookkeeping (no GPU, no vLLM)."""
+import asyncio
+import json
+
+import httpx
+import torch
+
+from kanitts import bench
+from kanitts.engine.base import GenerationBackend
+
+
+def test_percentile():
+    assert bench.percentile([], 50) is None
+    assert bench.percentile([3, 1, 2], 50) == 2
+    assert bench.percentile([0, 10], 95) == 9.5
+
+
+def _app(request: httpx.Request) -> httpx.Response:
+    body = json.loads(request.content)
+    assert body["response_format"] == "pcm" and body["min_tokens"] == body["max_tokens"] == 500
+    pcm = b"\x00\x01" * 22050  # 1 s
+    return httpx.Response(200, content=pcm)
+
+
+async def test_http_load_against_mock_server():
+    client = httpx.AsyncClient(transport=httpx.MockTransport(_app))
+    lr = await bench.http_load("http://x", 4, 500, client=client)
+    s = lr.summary()
+    assert s["streams"] == 4 and s["errors"] == 0
+    assert all(abs(r.audio_s - 1.0) < 1e-9 for r in lr.streams)
+    assert s["ttfa_p50_ms"] is not None and s["all_realtime"]
+
+
+async def test_http_error_recorded():
+    client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(503, content=b"busy")))
+    s = (await bench.http_load("http://x", 2, 500, client=client)).summary()
+    assert s["errors"] == 2 and "503" in s["first_error"] and not s["all_realtime"]
+
+
+class FakeBackend(GenerationBackend):
+    def stream(self, prompt_ids, params, request_id=None, **kw):
+        async def gen():
+            from kanitts.protocol import START_OF_AI, START_OF_SPEECH, audio_token
+
+            yield [START_OF_AI, START_OF_SPEECH]
+            n = 2
+            while n < params.max_tokens:
+                yield [audio_token((n - 2) % 4, 5)]
+                n += 1
+                await asyncio.sleep(0)
+
+        return gen()
+
+
+async def test_engine_stream_lm_only_and_seed_windows():
+    r = await bench.engine_stream(FakeBackend(), 102, 0)
+    assert r.tokens == 102 and r.error is None and r.ttft_s is not None
+
+    class FakeCodec:
+        device = torch.device("cpu")
+
+        def decode(self, codes):
+            return torch.zeros(1, codes.shape[2] * 1764)
+
+    sw = bench.SeedWindows(FakeCodec())
+    r = await bench.engine_stream(FakeBackend(), 202, 0, seed_windows=lambda: sw)
+    assert r.error is None and abs(r.audio_s - 50 * 0.08) < 1e-9 and r.ttfa_s is not None
+    assert sw.done == 50
+
+
+def test_frames_lenient_on_invalid_stream():
+    from kanitts.protocol import FrameParser, audio_token
+
+    p = FrameParser()
+    f = bench._frames_lenient(p, [audio_token(2, 1), audio_token(0, 2), audio_token(1, 3), audio_token(3, 4), 5])
+    assert f == [[1, 2, 3, 4]]
+
+
+def test_parser_and_append_json(tmp_path):
+    a = bench.build_parser().parse_args(["--engine-only", "--concurrency", "1,16", "--baseline", "seed"])
+    assert a.concurrency == [1, 16] and a.engine_only and a.baseline == "seed"
+    f = tmp_path / "x.json"
+    bench.append_json(f, {"a": 1})
+    bench.append_json(f, {"b": 2})
+    assert json.loads(f.read_text()) == [{"a": 1}, {"b": 2}]
