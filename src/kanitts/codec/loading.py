@@ -282,14 +282,13 @@ def load_decoder_weights(model: NanoCodec, state: Mapping[str, Tensor]) -> None:
     model.load_state_dict(converted, strict=False)
 
 
-def load_nanocodec(
-    id_or_path: str | Path,
+def codec_from_state(
+    config: Mapping[str, Any],
+    state: Mapping[str, Tensor],
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> NanoCodec:
-    """Implementation of :meth:`NanoCodec.from_pretrained`."""
-    path = resolve_file(id_or_path, ".nemo")
-    config, state = read_nemo_archive(path)
+    """Build a :class:`NanoCodec` from an already-read config and NeMo state_dict."""
     cfg = codec_config_from_dict(config)
     check_quantizer_buffers(state, cfg.quantizer)
     model = NanoCodec(cfg)
@@ -303,12 +302,24 @@ def load_nanocodec(
         logger.debug("not loading %s (not needed to decode)", skipped)
     model = model.to(device=device, dtype=dtype).eval()
     model.requires_grad_(False)
+    return model
+
+
+def load_nanocodec(
+    id_or_path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> NanoCodec:
+    """Implementation of :meth:`NanoCodec.from_pretrained`."""
+    path = resolve_file(id_or_path, ".nemo")
+    config, state = read_nemo_archive(path)
+    model = codec_from_state(config, state, device=device, dtype=dtype)
     logger.info(
         "loaded NanoCodec from %s: %d Hz, %d samples/frame, %d codebooks, %.1fM decoder params",
         path,
-        cfg.sample_rate,
-        cfg.samples_per_frame,
-        cfg.quantizer.num_groups,
+        model.sample_rate,
+        model.samples_per_frame,
+        model.num_codebooks,
         sum(p.numel() for p in model.decoder.parameters()) / 1e6,
     )
     return model
