@@ -1,0 +1,108 @@
+"""The command line, run as users run it (a subprocess on the installed entry point)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import wave
+
+import pytest
+
+KANITTS = [sys.executable, "-m", "kanitts.cli"]
+
+
+def run(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    for k in list(full_env):
+        if k.startswith("KANITTS_") and not (env and k in env):
+            del full_env[k]
+    return subprocess.run([*KANITTS, *args], capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+def test_make_tiny_and_say_writes_22k_mono_wav(tmp_path):
+    r = run("make-tiny", str(tmp_path / "t"))
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "t" / "model" / "config.json").read_text())
+    assert cfg["model_type"] == "lfm2" and cfg["vocab_size"] == 80539
+    assert cfg["speaker_settings"] == {"status": "multispeaker", "speaker_list": ["andrew", "katie"]}
+    out = tmp_path / "o.wav"
+    r = run("say", "Hello world.", "-o", str(out), "--model", str(tmp_path / "t" / "model"),
+            "--codec", str(tmp_path / "t" / "codec.nemo"), "--seed", "1", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    with wave.open(str(out)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 22050)
+        n = w.getnframes()
+    assert n > 0 and n % 1764 == 0
+    assert "Traceback" not in r.stderr
+
+
+def test_make_tiny_spanish_voices(tmp_path):
+    r = run("make-tiny", str(tmp_path / "es"), "--language", "es", "--voices", "nova,ballad,ash")
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "es" / "model" / "config.json").read_text())
+    assert cfg["speaker_settings"]["speaker_list"] == ["nova", "ballad", "ash"]
+
+
+def test_say_other_formats_and_voice(tiny_model, tiny_codec, tmp_path):
+    import av
+
+    out = tmp_path / "o.mp3"
+    r = run("say", "Hi there.", "-o", str(out), "--model", tiny_model, "--codec", tiny_codec, "--voice", "katie",
+            "--max-tokens", "42")
+    assert r.returncode == 0, r.stderr
+    with av.open(str(out)) as c:
+        assert c.format.name == "mp3"
+    assert "voice katie" in r.stderr
+
+
+def test_say_unknown_voice_is_one_line(tiny_model, tiny_codec, tmp_path):
+    r = run("say", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", tiny_model, "--codec", tiny_codec,
+            "--voice", "darth")
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr and "darth" in r.stderr
+
+
+@pytest.mark.parametrize("missing", ["model", "codec"])
+def test_offline_without_weights_fails_in_one_clear_line(tiny_model, tiny_codec, tmp_path, missing):
+    args = ["say", "Hello.", "-o", str(tmp_path / "x.wav")]
+    args += ["--codec", tiny_codec] if missing == "model" else ["--model", tiny_model]
+    env = {"HF_HOME": str(tmp_path / "hf-empty")}
+    r = run(*args, env=env)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.strip().splitlines() if line.startswith("kanitts: error")]
+    assert len(lines) == 1
+    name = "nineninesix/kani-tts-400m-en" if missing == "model" else "nvidia/nemo-nano-codec-22khz-0.6kbps-12.5fps"
+    assert name in lines[0]
+
+
+def test_bad_config_is_one_clear_line(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[engine]\nmode = "turbo"\n')
+    r = run("config", "show", "--config", str(cfg))
+    assert r.returncode == 1 and "engine.mode" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_config_show_names_sources(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[server]\nport = 9000\n[engine]\nmode = "balanced"\n')
+    r = run("config", "show", "--config", str(cfg), "--port", "9100", "--json",
+            env={"KANITTS_ENGINE__MODE": "high_performance"})
+    assert r.returncode == 0, r.stderr
+    rows = {row["key"]: row for row in json.loads(r.stdout)}
+    assert rows["server.port"] == {"key": "server.port", "value": 9100, "source": "cli"}
+    assert rows["engine.mode"]["source"] == "env" and rows["engine.mode"]["value"] == "high_performance"
+    assert rows["generation.temperature"]["source"] == "default"
+    r = run("config", "show", "--config", str(cfg))
+    assert "server.port" in r.stdout and "# file:" in r.stdout
+
+
+def test_help_lists_commands():
+    r = run("--help")
+    for cmd in ("serve", "say", "bench", "make-tiny", "config"):
+        assert cmd in r.stdout
+    r = run("serve", "--help")
+    for flag in ("--host", "--port", "--model", "--codec", "--config", "--backend", "--mode", "--gpus"):
+        assert flag in r.stdout
