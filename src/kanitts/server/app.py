@@ -75,6 +75,14 @@ def create_app(
     #: Callables receiving each finished request's record (metrics, audit); see log_request.
     app.state.observers = []
     install_error_handlers(app)
+    # Production layer (issue 8): keys/limits/CORS, Prometheus metrics, web playground.
+    from kanitts.server.metrics import install_metrics
+    from kanitts.server.playground import install_playground
+    from kanitts.server.security import install_security
+
+    install_security(app, settings)
+    install_metrics(app, svc)
+    install_playground(app)
 
     @app.middleware("http")
     async def request_id_and_size(request: Request, call_next: Callable[..., Any]) -> Response:
