@@ -62,6 +62,12 @@ def describe_language(code: str, cfg: LanguageConfig) -> tuple[str, list[str], s
 def build_backend(settings: Settings, model_path: str, *, share: float = 1.0) -> GenerationBackend:
     """The configured backend for one model (``share``: its fraction of GPU memory
     when several models share a card)."""
+    if settings.engine.data_parallel_size > 1 or settings.engine.gpus:
+        # One engine process per GPU / replica; each builds this same backend (with
+        # data_parallel_size=1) inside its own process.
+        from kanitts.engine.replicas import ReplicaPool
+
+        return ReplicaPool(settings, model_path, share=share)
     kind = settings.engine.backend
     if kind == "auto":
         kind = "vllm" if _vllm_usable() else "torch"
