@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from kanitts.codec import NanoCodec, StreamingDecoder, write_tiny_nemo
 
 TOL = 1e-5
-FRAMES = 10
+FRAMES = 8
 SPF = 1764
 
 
@@ -34,7 +34,7 @@ def test_context_shapes(codec: NanoCodec) -> None:
     assert max(length for _, length in shapes) == 50  # kernel 11, dilation 5
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cuts=st.sets(st.integers(1, FRAMES - 1), max_size=6))
 def test_any_chunking_matches_one_shot(codec: NanoCodec, streams, cuts: set[int]) -> None:
     codes, ref = streams
@@ -59,7 +59,7 @@ def test_masked_pool_streams_at_different_positions(codec: NanoCodec, streams) -
     pos = [0, 0, 0]
     got: list[list[torch.Tensor]] = [[], [], []]
     schedule = [  # per step: frames taken by streams 0, 1, 2 (0 = not running)
-        (2, 0, 0), (1, 2, 0), (3, 1, 2), (0, 3, 1), (4, 2, 3), (0, 2, 4), (0, 0, 0)
+        (2, 0, 0), (1, 2, 0), (3, 1, 2), (0, 3, 1), (2, 2, 3), (0, 0, 2), (0, 0, 0)
     ]
     for take in schedule:
         for n in sorted(set(take) - {0}):
