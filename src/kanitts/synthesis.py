@@ -172,15 +172,36 @@ class Synthesizer:
         tasks: dict[int, asyncio.Task[None]] = {}
         ahead = max(0, opts.max_chunks_ahead)
 
-        def launch_upto(i: int) -> None:
-            for j in range(i, min(len(chunks), i + ahead + 1)):
-                if j not in tasks and chunks[j].text.strip():
-                    ev = ChunkEvent(index=j, text=chunks[j].text)
-                    synth.events.append(ev)
-                    tasks[j] = asyncio.create_task(
-                        self._chunk(synth, j, chunks[j].text, opts, queues[j], ev, rid),
-                        name=f"{rid}-chunk{j}",
-                    )
+        playing = 0
+        launched = 0
+        first_audio = [False] * len(chunks)
+
+        def launch() -> None:
+            """Start the next chunks, at most ``ahead`` beyond the one playing, each only
+            once its predecessor has produced audio: generation ahead of playback without
+            making the first chunk share the engine (time to first audio stays that of a
+            one-sentence request)."""
+            nonlocal launched
+            while launched < len(chunks) and launched <= playing + ahead:
+                j = launched
+                prev_ready = j == 0 or first_audio[j - 1] or (j - 1) not in tasks or tasks[j - 1].done()
+                if not prev_ready:
+                    return
+                launched += 1
+                if not chunks[j].text.strip():
+                    first_audio[j] = True
+                    continue
+                ev = ChunkEvent(index=j, text=chunks[j].text)
+                synth.events.append(ev)
+
+                def on_first(j: int = j) -> None:
+                    first_audio[j] = True
+                    launch()
+
+                tasks[j] = asyncio.create_task(
+                    self._chunk(synth, j, chunks[j].text, opts, queues[j], ev, rid, on_first),
+                    name=f"{rid}-chunk{j}",
+                )
 
         fade_n = int(FADE_SECONDS * SAMPLE_RATE)
         # Ramps never reach 0, so the only exact zeros at a join are the planned silence.
@@ -189,7 +210,8 @@ class Synthesizer:
         emitted_any = False
         try:
             for i, chunk in enumerate(chunks):
-                launch_upto(i)
+                playing = i
+                launch()
                 held: np.ndarray | None = None  # tail kept back for the fade-out
                 first = True
                 if i in tasks:
@@ -247,6 +269,7 @@ class Synthesizer:
         out: asyncio.Queue[Any],
         ev: ChunkEvent,
         rid: str,
+        on_first_audio: Any = None,
     ) -> None:
         route = synth.route
         model = route.model
@@ -291,20 +314,30 @@ class Synthesizer:
 
             silent = 0
             max_silent = int(opts.max_silence_seconds * SAMPLE_RATE)
-            async with contextlib.aclosing(self.decoder.decode(frames())) as pcm_stream:  # type: ignore[type-var]
-                async for pcm in pcm_stream:
-                    if ev.first_audio is None:
-                        ev.first_audio = time.perf_counter()
-                    ev.samples += pcm.size
-                    out.put_nowait(pcm)
-                    silent = _trailing_silence(pcm, silent)
-                    if silent >= max_silent:
-                        ev.stopped_by = "silence"
-                        logger.warning(
-                            "request %s chunk %d: stopped after %.1f s of silence (runaway)",
-                            rid, index, silent / SAMPLE_RATE,
-                        )
-                        break
+            frames_gen = frames()
+            try:
+                async with contextlib.aclosing(self.decoder.decode(frames_gen)) as pcm_stream:  # type: ignore[type-var]
+                    async for pcm in pcm_stream:
+                        if ev.first_audio is None:
+                            ev.first_audio = time.perf_counter()
+                            if on_first_audio is not None:
+                                on_first_audio()
+                        ev.samples += pcm.size
+                        out.put_nowait(pcm)
+                        silent = _trailing_silence(pcm, silent)
+                        if silent >= max_silent:
+                            ev.stopped_by = "silence"
+                            logger.warning(
+                                "request %s chunk %d: stopped after %.1f s of silence (runaway)",
+                                rid, index, silent / SAMPLE_RATE,
+                            )
+                            break
+            finally:
+                # Whatever the decoder did with its input, the engine stream ends here
+                # (an abort when we stopped early).
+                for gen in (frames_gen, tokens):
+                    with contextlib.suppress(RuntimeError):
+                        await gen.aclose()  # type: ignore[attr-defined]
             if ev.stopped_by is None and not hit_stop and generated >= max_tokens:
                 ev.stopped_by = "length"
                 logger.warning(
@@ -312,6 +345,8 @@ class Synthesizer:
                     rid, index, max_tokens,
                 )
             out.put_nowait(_END)
+            if ev.first_audio is None and on_first_audio is not None:
+                on_first_audio()  # produced no audio: let the next chunk start anyway
         except asyncio.CancelledError:
             raise
         except MalformedStreamError as exc:
