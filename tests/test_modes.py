@@ -20,7 +20,7 @@ def test_quantized_modes():
     assert engine_args_for("fp8", "m")["quantization"] == "fp8"
     assert engine_args_for("bnb_4bit", "m")["quantization"] == "bitsandbytes"
     hp = engine_args_for("high_performance", "m")
-    assert hp["max_num_seqs"] >= 256 and hp["gpu_memory_utilization"] == 0.85
+    assert hp["max_num_seqs"] >= 256 and hp["kv_cache_memory_bytes"] >= 12 * 2**30
 
 
 def test_overrides_one_by_one_and_none_ignored():

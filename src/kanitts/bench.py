@@ -469,12 +469,15 @@ def _log(msg: str, **kw: Any) -> None:
     print("BENCH " + line, flush=True)
 
 
-async def engine_bench(args: argparse.Namespace, model: Path, codec_path: Path | None) -> dict[str, Any]:
+async def engine_bench(args: argparse.Namespace, model: Path, codec_path: Path | None,
+                       res: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Engine-level figures; ``res`` is filled as phases finish (kept if a later one fails)."""
     from kanitts.engine.modes import engine_args_for, seed_baseline_args
     from kanitts.engine.vllm_backend import VllmBackend
 
     tokens = args.tokens
-    res: dict[str, Any] = {"path": "engine", "tokens": tokens}
+    res = res if res is not None else {}
+    res.update({"path": "engine", "tokens": tokens})
     mem = GpuMemPeak()
     res["gpu_mb_before"] = mem.baseline
     overrides = json.loads(args.engine_args) if args.engine_args else {}
@@ -519,6 +522,9 @@ async def engine_bench(args: argparse.Namespace, model: Path, codec_path: Path |
     res["single_stream"] = await _single_stream_rtf(b, tokens, 3)
     res["single_stream_rtf"] = res["single_stream"].get("rtf")
     _log("single", **res["single_stream"])
+    if args.restrict != "off":
+        res["single_stream_unrestricted"] = await _single_stream_rtf(b, tokens, 3, restrict="off")
+        _log("single_unrestricted", **res["single_stream_unrestricted"])
     if args.baseline == "seed" and res.get("baseline_single_stream_rtf") and res["single_stream_rtf"]:
         res["speedup_vs_seed"] = round(res["baseline_single_stream_rtf"] / res["single_stream_rtf"], 2)
 
@@ -562,7 +568,10 @@ async def engine_bench(args: argparse.Namespace, model: Path, codec_path: Path |
                 best = max(best, c)
         res["with_codec"] = with_codec
         res["max_realtime_streams"] = best
-        res["codec_audio_s_per_s"] = _r(await codec_throughput(worker, min(256, max_seqs)), 1)
+        try:
+            res["codec_audio_s_per_s"] = _r(await codec_throughput(worker, min(256, max_seqs)), 1)
+        except Exception as e:  # noqa: BLE001
+            res["codec_alone_error"] = repr(e)[:300]
         _log("codec_alone", audio_s_per_s=res["codec_audio_s_per_s"])
         worker.close()
     else:
@@ -684,13 +693,15 @@ def main(argv: list[str] | None = None) -> int:
         codec = codec or c
     entry: dict[str, Any] = {"device": device_name(), "mode": args.mode, "date": time.strftime("%Y-%m-%d %H:%M"),
                              "baseline": args.baseline}
+    partial: dict[str, Any] = {}
     try:
         if args.engine_only:
-            entry.update(asyncio.run(engine_bench(args, model, None if args.no_codec else codec)))
+            asyncio.run(engine_bench(args, model, None if args.no_codec else codec, partial))
         else:
-            entry.update(asyncio.run(http_bench(args, model, codec)))
+            partial.update(asyncio.run(http_bench(args, model, codec)))
     except Exception as e:  # noqa: BLE001
         entry["error"] = repr(e)[:2000]
+    entry.update(partial)
     entry.setdefault("baseline_single_stream_rtf", None)
     for k in ("single_stream_rtf", "ttfa_p50_ms", "ttfa_p95_ms", "ttfa_p50_ms_256", "max_realtime_streams",
               "peak_gpu_mb", "codec_audio_s_per_s"):

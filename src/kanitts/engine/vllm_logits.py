@@ -313,30 +313,33 @@ class KaniCodebookLogitsProcessor(_LPBase):  # type: ignore[misc,valid-type]
                 mask_rows.append((i, lt))
         return sample_rows, mask_rows, last, seeds, steps, fparams, new_r, new_c
 
+    def _h2d(self, data: list, dtype: torch.dtype, dev: torch.device) -> torch.Tensor:
+        """Host -> device without stalling the CPU on the GPU stream (pinned, non-blocking):
+        a pageable copy would wait for the forward pass queued before it."""
+        pin = dev.type == "cuda"
+        return torch.tensor(data, dtype=dtype, pin_memory=pin).to(dev, non_blocking=pin)
+
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         (sample_rows, mask_rows, last, seeds, steps, fparams,
          new_r, new_c) = self._collect(logits.shape[0])
         dev = logits.device
         if new_r:
-            self.seen[torch.tensor(new_r, device=dev), torch.tensor(new_c, device=dev)] = True
+            rc = self._h2d([new_r, new_c], torch.int64, dev)
+            self.seen[rc[0], rc[1]] = True
         if mask_rows:
-            rows = torch.tensor([r for r, _ in mask_rows], device=dev)
-            lt = torch.tensor([t for _, t in mask_rows], device=dev, dtype=torch.int64)
+            rl = self._h2d([[r for r, _ in mask_rows], [t for _, t in mask_rows]], torch.int64, dev)
+            rows, lt = rl[0], rl[1]
             cand, ids = gather_candidates(logits, rows, lt)
             logits.index_fill_(0, rows, _NEG_INF)
             ok = ids >= 0
             logits[rows[:, None].expand_as(ids)[ok], ids[ok]] = cand[ok].to(logits.dtype)
         if sample_rows:
-            rows = torch.tensor(sample_rows, device=dev)
-            lt = torch.tensor(last, device=dev, dtype=torch.int64)
+            ints = self._h2d([sample_rows, last, seeds, steps], torch.int64, dev)
+            fp = self._h2d(fparams, torch.float32, dev)
+            rows, lt = ints[0], ints[1]
             cand, ids = gather_candidates(logits, rows, lt)
             seen = self.seen[rows[:, None], (ids - SEEN_LO).clamp_(0, SEEN_WIDTH - 1)] & (ids >= 0)
-            fp = torch.tensor(fparams, device=dev, dtype=torch.float32)
-            col = sample_candidates(
-                cand, seen, fp[:, 0], fp[:, 1], fp[:, 2],
-                torch.tensor(seeds, device=dev, dtype=torch.int64),
-                torch.tensor(steps, device=dev, dtype=torch.int64),
-            )
+            col = sample_candidates(cand, seen, fp[:, 0], fp[:, 1], fp[:, 2], ints[2], ints[3])
             chosen = ids.gather(1, col[:, None]).squeeze(1).clamp_(min=0)
             logits.index_fill_(0, rows, _NEG_INF)
             logits[rows, chosen] = 0.0
