@@ -173,6 +173,10 @@
       sources.delete(src);
       k.samplesPlayed += f32.length;
     };
+    if (k.samplesScheduled === 0) {
+      k.firstScheduledWhile = k.state; // "streaming": playback began before the body ended
+      k.firstScheduledAtMs = Math.round(performance.now() - k.t0);
+    }
     k.samplesScheduled += f32.length;
   }
 
@@ -211,6 +215,8 @@
     const myController = new AbortController();
     controller = myController;
     const t0 = performance.now();
+    k.t0 = t0;
+    k.firstScheduledWhile = null;
     let resp;
     try {
       resp = await fetch("/v1/audio/speech", {
@@ -273,6 +279,7 @@
     }
     if (controller !== myController) return;
     controller = null;
+    k.streamEndedAtMs = Math.round(performance.now() - t0);
     makeDownload();
     const left = Math.max(0, nextTime - ctx.currentTime);
     setState("playing");
@@ -306,6 +313,7 @@
     downloadUrl = null;
     if (fmt === "wav" || fmt === "pcm") {
       const blob = fmt === "wav" ? wavBlob(pcmParts) : new Blob(pcmParts, { type: "audio/pcm" });
+      k.downloadBytes = blob.size;
       downloadUrl = URL.createObjectURL(blob);
       a.href = downloadUrl;
       a.download = "speech." + fmt;
@@ -318,6 +326,7 @@
       a.download = "speech." + fmt;
       a.textContent = "Download " + fmt;
       a.dataset.remote = fmt;
+      k.downloadBytes = null;
     }
     a.hidden = false;
   }
