@@ -378,10 +378,15 @@ class ReplicaPool(GenerationBackend):
     def _on_death(self, r: _Replica, gen: int, why: str) -> None:
         if gen != r.generation or r.state in ("dead", "restarting", "stopped"):
             return
-        code = r.proc.exitcode if r.proc is not None else None
-        if r.proc is not None and code is None and r.proc.is_alive():
-            # Pipe trouble or a hang while the process lives: make the death real.
-            r.proc.kill()
+        if self._closing:
+            return  # close() reaps the process itself (one waiter per child)
+        code = None
+        if r.proc is not None:
+            r.proc.join(0.1)  # EOF usually beats the exit status by a moment
+            code = r.proc.exitcode
+            if code is None:
+                # Pipe trouble or a hang while the process lives: make the death real.
+                r.proc.kill()
         r.exitcode = code
         was_ready = r.state == "ready"
         r.state = "dead"
@@ -391,9 +396,6 @@ class ReplicaPool(GenerationBackend):
         self._fail_pending(r, r.last_error)
         if r.sender is not None:
             r.sender.close()
-        if self._closing:
-            r.state = "stopped"
-            return
         logger.error("%s; in-flight requests failed, restarting it", r.last_error)
         # Reset the backoff once a replica had served for a while.
         if was_ready and r.ready_since is not None and time.monotonic() - r.ready_since > 60:
