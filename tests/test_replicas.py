@@ -159,7 +159,7 @@ async def test_pool_with_no_live_replica_fails_fast(tiny_dir):
     assert not pl.ready
 
 
-async def test_http_two_concurrent_requests_on_two_replicas(tiny_dir):
+async def test_http_two_replicas_serve_concurrently_and_a_kill_is_a_clean_500(tiny_dir):
     import httpx
 
     from kanitts.server.app import create_app
@@ -180,10 +180,24 @@ async def test_http_two_concurrent_requests_on_two_replicas(tiny_dir):
                 client.post("/v1/audio/speech", json=body),
                 client.post("/v1/audio/speech", json={**body, "seed": 2}),
             )
-        for r in (r1, r2):
-            assert r.status_code == 200, r.text
-            with wave.open(io.BytesIO(r.content)) as w:
-                assert w.getframerate() == p.SAMPLE_RATE and w.getnframes() > 0
-        assert [x["requests"] for x in backend.replica_status] == [1, 1]
+            for r in (r1, r2):
+                assert r.status_code == 200, r.text
+                with wave.open(io.BytesIO(r.content)) as w:
+                    assert w.getframerate() == p.SAMPLE_RATE and w.getnframes() > 0
+            assert [x["requests"] for x in backend.replica_status] == [1, 1]
+
+            # A replica killed mid-request: the client gets a clean 500, not a hang.
+            long = {**body, "max_tokens": 3000, "min_tokens": 3000}
+            task = asyncio.create_task(client.post("/v1/audio/speech", json=long))
+            await wait_for(lambda: any(x["active"] for x in backend.replica_status), what="a running request")
+            victim = next(x for x in backend.replica_status if x["active"])
+            os.kill(victim["pid"], signal.SIGKILL)
+            async with asyncio.timeout(15):
+                r = await task
+            assert r.status_code == 500
+            assert "died" in r.json()["error"]["message"]
+            # The other replica keeps serving.
+            r = await client.post("/v1/audio/speech", json=body)
+            assert r.status_code == 200
     finally:
         await svc.close()
