@@ -142,16 +142,20 @@ def test_killed_replica_endpoint_keeps_serving_and_serve_replaces_it(endpoint):
     ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
     # The endpoint keeps answering from the surviving replica while Serve replaces it.
     ok = 0
+    failed: list[int] = []
     t0 = time.monotonic()
     while time.monotonic() - t0 < 90:
         r = _speech(endpoint, seed=100 + ok)
         if r.status_code == 200 and _wav_ok(r.content):
             ok += 1
+        else:
+            failed.append(r.status_code)
         names_now = _replica_names()
         if ok >= 3 and victim not in names_now and _running_replicas() == 2:
             break
         time.sleep(0.2)
-    assert ok >= 3
+    print(f"after ray.kill: {ok} ok, failed statuses {failed}, {time.monotonic() - t0:.1f} s to replace")
+    assert ok >= 3 and len(failed) <= 2, failed
     assert victim not in _replica_names() and _running_replicas() == 2
     # The new replica serves as well.
     seen: set[str] = set()
