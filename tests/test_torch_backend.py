@@ -67,7 +67,7 @@ async def test_closing_the_stream_aborts_generation(backend):
         if got >= 8:
             break
     await gen.aclose()
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.4)
     produced = backend.stats.tokens_generated
     await asyncio.sleep(0.3)
     assert backend.stats.tokens_generated == produced  # nothing more is generated
@@ -85,7 +85,7 @@ async def test_cancelling_the_consumer_task_aborts(backend):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.4)
     produced = backend.stats.tokens_generated
     await asyncio.sleep(0.3)
     assert backend.stats.tokens_generated == produced

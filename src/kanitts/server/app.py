@@ -108,17 +108,27 @@ def create_app(
         return {
             "status": "ok",
             "tts_ready": svc.ready,
-            "models": {
-                code: {"model": st.model, "state": st.state, **({"error": st.error} if st.error else {})}
-                for code, st in svc.status.items()
-            },
+            "models": {code: model_health(code, st) for code, st in svc.status.items()},
             "active_streams": app.state.active_streams,
             "queued": admission.waiting,
         }
 
+    def model_health(code: str, st: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": st.model, "state": st.state}
+        if st.error:
+            out["error"] = st.error
+        model = svc.models.get(code)
+        if model is not None:
+            out["backend"] = model.backend.name
+            out["engine_ready"] = model.backend.ready
+            replicas = getattr(model.backend, "replica_status", None)
+            if replicas is not None:
+                out["replicas"] = replicas
+        return out
+
     @app.get("/ready")
     async def ready() -> JSONResponse:
-        if svc.ready:
+        if svc.ready and all(m.backend.ready for m in svc.models.values()):
             return JSONResponse({"ready": True})
         return JSONResponse({"ready": False, "error": svc.error}, status_code=503)
 
