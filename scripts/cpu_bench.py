@@ -3,7 +3,7 @@
     python scripts/cpu_bench.py --assets /tmp/kanitts-cpu-bench --json benchmarks/cpu.json
 
 Fixed token counts (min_tokens == max_tokens), so cost does not depend on the weights.
-Measures: engine tokens/s, codec decode seconds per audio second (one-shot and streamed
+Measures: engine tokens/s (with and without codebook-constrained sampling), codec decode seconds per audio second (one-shot and streamed
 in 2- and 8-frame chunks), end-to-end RTF through the Python API, and time to first audio
 byte through HTTP (`kanitts serve` + httpx, streamed PCM).
 """
@@ -35,14 +35,14 @@ def ensure(assets: Path, full: bool) -> tuple[str, str]:
     return str(d / "model"), str(d / "codec.nemo")
 
 
-async def engine_tps(model: str, tokens: int) -> float:
+async def engine_tps(model: str, tokens: int, constrained: bool = True) -> float:
     from kanitts.engine.base import SamplingParams
     from kanitts.engine.torch_backend import TorchBackend
 
     b = TorchBackend(model, device="cpu")
     await b.start()
     prompt = [64403, 1, 40, 41, 42, 43, 2, 64404]
-    params = SamplingParams(max_tokens=tokens, min_tokens=tokens, seed=0)
+    params = SamplingParams(max_tokens=tokens, min_tokens=tokens, seed=0, constrained=constrained)
     async for _ in b.stream(prompt, params.with_(max_tokens=16, min_tokens=16)):
         pass  # warm
     t = time.perf_counter()
@@ -149,6 +149,7 @@ def main() -> None:
         tokens = 200 if full else 500
         r = {"tokens": tokens}
         r["engine_tokens_per_s"] = asyncio.run(engine_tps(model, tokens))
+        r["engine_tokens_per_s_unconstrained"] = asyncio.run(engine_tps(model, tokens, constrained=False))
         r.update({f"codec_{k}": v for k, v in codec_speed(codec, 50 if full else 125).items()})
         r["rtf_end_to_end"] = asyncio.run(rtf(model, codec, tokens))
         r.update(ttfa_http(model, codec, runs=5 if not full else 3, tokens=100 if not full else 40))
