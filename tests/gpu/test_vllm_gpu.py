@@ -111,9 +111,9 @@ def test_concurrency_without_cross_talk(env):
         assert len(o) == 40 + 4 * i
         FrameParser().feed(o)
     assert len({tuple(o[:40]) for o in outs}) == len(outs)
-    # a stream run alone gives what it gave inside the batch (seeded, same prompt)
-    alone = loop.run_until_complete(collect(b, prompt(3), SamplingParams(max_tokens=52, min_tokens=52, seed=103)))
-    assert alone == outs[3]
+    # NB: the same seed run alone is NOT compared with its batched run: vLLM is not
+    # batch-invariant (bf16 GEMMs differ with batch size), seen on the H100 2026-11-24:
+    # identical for the first tokens, then diverging. Same seed + same batch reproduces.
 
 
 def test_abort_on_close_and_cancel(env):
