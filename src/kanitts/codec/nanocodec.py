@@ -230,6 +230,7 @@ class Activation(nn.Module):
         if kind not in ACTIVATIONS:
             raise ValueError(f"unknown activation {kind!r}")
         self.kind = kind
+        self.channels = channels
         self.snake_channels = {"snake": channels, "half_snake": channels // 2}.get(kind, 0)
         self.alpha: nn.Parameter | None = (
             nn.Parameter(torch.ones(1, self.snake_channels, 1)) if self.snake_channels else None
