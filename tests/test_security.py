@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
 
@@ -216,20 +218,14 @@ def test_open_routes_need_no_key(keyed):
     _error_shape(httpx.get(keyed.url + "/static/nope.js"), 404)
 
 
-def test_stream_limit_released_on_abandon(keyed):
+def test_stream_released_on_abandon(keyed):
+    """A client that drops a stream mid-body gets its stream slot back."""
     auth = {"Authorization": f"Bearer {KEYS[0]}"}
-    long = dict(SPEECH, response_format="pcm", stream_format="audio", min_tokens=4000, max_tokens=4000)
+    long = dict(SPEECH, response_format="pcm", stream_format="audio", min_tokens=2000, max_tokens=2000)
     with httpx.Client(base_url=keyed.url, headers=auth, timeout=30) as c:
         with c.stream("POST", "/v1/audio/speech", json=long) as first:
             assert first.status_code == 200
-            next(first.iter_bytes())  # audio is flowing
-            second = c.post("/v1/audio/speech", json=SPEECH)
-            err = _error_shape(second, 429, "rate_limit_error")
-            assert err["code"] == "too_many_streams" and second.headers["Retry-After"]
-            other = httpx.post(keyed.url + "/v1/audio/speech", json=SPEECH, timeout=30,
-                               headers={"Authorization": f"Bearer {KEYS[1]}"})
-            assert other.status_code == 200  # limits are per key
-        # first abandoned mid-stream: the slot comes back
+            next(first.iter_bytes())  # audio is flowing; now abandon it
         deadline = time.monotonic() + 10
         while True:
             r = c.post("/v1/audio/speech", json=SPEECH)
@@ -241,3 +237,62 @@ def test_stream_limit_released_on_abandon(keyed):
         while httpx.get(keyed.url + "/health").json()["active_streams"] and time.monotonic() < deadline:
             time.sleep(0.1)
         assert httpx.get(keyed.url + "/health").json()["active_streams"] == 0
+
+
+async def test_stream_limit_counts_until_body_end_or_disconnect():
+    """Pure ASGI: a POST holds its slot until the last body message or until it is cancelled."""
+    import asyncio
+
+    from kanitts.server.security import SecurityMiddleware
+
+    release = asyncio.Event()
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x", "more_body": True})
+        await release.wait()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    mw = SecurityMiddleware(app, keys=[], open_routes=[], max_streams_per_client=1)
+
+    def scope(ip="10.0.0.1"):
+        return {"type": "http", "method": "POST", "path": "/v1/audio/speech", "client": (ip, 5000),
+                "headers": [(b"content-length", b"2")]}
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    def collector():
+        out = []
+
+        async def send(message):
+            out.append(message)
+
+        return out, send
+
+    first_out, first_send = collector()
+    first = asyncio.create_task(mw(scope(), receive, first_send))
+    await asyncio.sleep(0.05)
+    assert first_out[0]["status"] == 200 and mw.active == {"ip:10.0.0.1": 1}
+    second_out, second_send = collector()
+    await mw(scope(), receive, second_send)
+    assert second_out[0]["status"] == 429
+    headers = dict(second_out[0]["headers"])
+    assert headers[b"retry-after"] == b"1"
+    assert json.loads(second_out[1]["body"])["error"]["code"] == "too_many_streams"
+    other_out, other_send = collector()
+    other = asyncio.create_task(mw(scope("10.0.0.2"), receive, other_send))  # another client: allowed
+    await asyncio.sleep(0.05)
+    assert other_out[0]["status"] == 200
+    release.set()
+    await asyncio.gather(first, other)
+    assert mw.active == {}
+    # A client that disconnects: the server cancels the app; the slot is released too.
+    release.clear()
+    hung = asyncio.create_task(mw(scope(), receive, collector()[1]))
+    await asyncio.sleep(0.05)
+    assert mw.active == {"ip:10.0.0.1": 1}
+    hung.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await hung
+    assert mw.active == {}
