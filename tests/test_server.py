@@ -248,12 +248,27 @@ def err(r: httpx.Response, status: int, param: str | None = None) -> dict:
         ({"max_tokens": 10**9}, "max_tokens"),
         ({"input": 5}, "input"),
         ({"seed": "abc"}, "seed"),
+        ({"input": "\u200b\u200b"}, "input"),
+        ({"input": "\ud800"}, "input"),
+        ({"input": '<break time="500ms"/>'}, "input"),
     ],
 )
 def test_bad_parameters_are_400(live_server, payload, param):
     body = {"input": "Hello.", "voice": "andrew", **payload}
-    e = err(httpx.post(live_server.url + "/v1/audio/speech", json=body), 400, param)
+    # json.dumps escapes lone surrogates (\ud800) the way a JSON client would send them
+    e = err(httpx.post(live_server.url + "/v1/audio/speech", content=json.dumps(body),
+                       headers={"content-type": "application/json"}), 400, param)
     assert e["type"] == "invalid_request_error"
+
+
+def test_tiny_temperature_is_greedy_not_a_crash(live_server):
+    body = {"input": "Hi.", "voice": "andrew", "temperature": 1e-44, "response_format": "pcm", **SHORT}
+    a = httpx.post(live_server.url + "/v1/audio/speech", json=body, timeout=60)
+    b = httpx.post(live_server.url + "/v1/audio/speech", json={**body, "temperature": 0, "seed": 99}, timeout=60)
+    assert a.status_code == 200 and len(a.content) > 0
+    as_int = lambda x: np.frombuffer(x, dtype="<i2").astype(np.int32)  # noqa: E731
+    assert len(a.content) == len(b.content)
+    assert np.abs(as_int(a.content) - as_int(b.content)).max() <= 1  # both greedy (1 LSB: codec chunking)
 
 
 def test_unknown_voice_lists_valid_voices(live_server):

@@ -78,9 +78,9 @@ def sample_next(
         seen = torch.isin(cand, history)
         penalised = torch.where(sub > 0, sub / params.repetition_penalty, sub * params.repetition_penalty)
         sub = torch.where(seen, penalised, sub)
-    if params.temperature <= 0:
+    if params.temperature < 1e-5:  # vLLM's threshold: tiny temperatures are greedy
         return int(cand[int(torch.argmax(sub))])
-    sub = sub / params.temperature
+    sub = (sub - sub.max()) / params.temperature
     probs = torch.softmax(sub, dim=-1)
     if params.top_p < 1.0:
         sorted_p, order = torch.sort(probs, descending=True)

@@ -192,12 +192,10 @@ def create_app(
         if body.min_tokens is not None:
             opts.length_bound = False
 
+        synth = svc.synthesize(route, text, opts, rid)  # plans only; audio starts when iterated
+        if not any(chunk.text.strip() for chunk in synth.chunks):
+            raise APIError(400, "input contains no speakable text", param="input", code="empty_input")
         slot = await admission.acquire()  # raises APIError 429/503 when over capacity
-        try:
-            synth = svc.synthesize(route, text, opts, rid)
-        except Exception:
-            slot.release()
-            raise
         headers = {
             "X-Kanitts-Voice": route.voice or "",
             "X-Kanitts-Language": route.language,
