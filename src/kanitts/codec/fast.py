@@ -67,6 +67,25 @@ logger = logging.getLogger(__name__)
 DEFAULT_FRAME_SIZES = (1, 2, 4, 8)
 
 
+def _act_cat(x: Tensor, ctx: Tensor, a: Tensor, inv: Tensor, m: Tensor) -> Tensor:
+    """``cat([ctx, half_snake(x)], -1)`` as one expression (one kernel when compiled)."""
+    xf = x.float()
+    y = torch.where(m, xf + inv * torch.sin(a * xf).pow(2), F.leaky_relu(xf, LRELU_SLOPE))
+    return torch.cat([ctx, y.to(x.dtype)], dim=-1)
+
+
+def _up_pointwise(full: Tensor, w: Tensor, bias: Tensor) -> Tensor:
+    """Grouped causal transposed conv, ``K = 2*stride``, 2 inputs per output channel, on
+    ``full = cat([previous frame, x])``: ``out[n, r] = x[n] w[r] + x[n-1] w[stride + r]``."""
+    b, cin, t1 = full.shape
+    t, cout, s = t1 - 1, bias.shape[0], w.shape[-1] // 2
+    cur = full[..., 1:].reshape(b, cout, 2, t, 1)
+    prev = full[..., :-1].reshape(b, cout, 2, t, 1)
+    w = w.reshape(cout, 2, 1, 2 * s)
+    out = (cur * w[..., :s]).sum(2) + (prev * w[..., s:]).sum(2) + bias.reshape(1, cout, 1, 1)
+    return out.reshape(b, cout, t * s)
+
+
 def triton_available() -> bool:
     try:
         import triton  # noqa: F401
@@ -112,7 +131,7 @@ class FastStreamingDecoder:
         batch_size: int,
         *,
         dtype: torch.dtype | None = None,
-        compile: bool | None = None,
+        compile: bool | str | None = None,
         cuda_graphs: bool | None = None,
         fused_ops: bool | None = None,
         frame_sizes: Sequence[int] = DEFAULT_FRAME_SIZES,
@@ -131,9 +150,11 @@ class FastStreamingDecoder:
         self.dtype = codec.dtype
         dev = codec.device
         is_cuda = dev.type == "cuda"
-        self.compiled = bool(is_cuda and triton_available()) if compile is None else bool(compile)
+        if compile is None:
+            compile = bool(is_cuda and triton_available())
+        self.compiled = compile is True
         self.cuda_graphs = is_cuda if cuda_graphs is None else bool(cuda_graphs and is_cuda)
-        self.fused_ops = self.compiled if fused_ops is None else bool(fused_ops)
+        self.fused_ops = bool(compile) if fused_ops is None else bool(fused_ops)
         self.frame_sizes = tuple(sorted(set(int(f) for f in frame_sizes) | {1}))
         # Compiled code specialises on size 1: starting the buckets at 2 saves a compile.
         self.buckets = (
@@ -148,6 +169,13 @@ class FastStreamingDecoder:
         ]
         self.stream: torch.cuda.Stream | None = torch.cuda.Stream(dev) if is_cuda else None
         self._prepare_fused()
+        # compile="ops": compile only the fused pointwise pieces (seconds, not minutes).
+        self.ops_compiled = compile == "ops" and self.fused_ops
+        self._k_act_cat, self._k_up = _act_cat, _up_pointwise
+        if self.ops_compiled:
+            self._k_act_cat = torch.compile(_act_cat, dynamic=True)
+            self._k_up = torch.compile(_up_pointwise, dynamic=True)
+            self.compiled = False
         fn = self._step_fn
         if self.compiled:
             import torch._dynamo as dynamo
@@ -191,6 +219,15 @@ class FastStreamingDecoder:
             return snake.to(x.dtype)
         return torch.where(m, snake, F.leaky_relu(xf, LRELU_SLOPE)).to(x.dtype)
 
+    def _act_conv(
+        self, mod: Activation, layer: CausalConv1d, x: Tensor, ctx: list[Tensor], new: list[Tensor | None]
+    ) -> Tensor:
+        if not (self.ops_compiled and mod.kind == "half_snake" and layer.context):
+            return self._conv(layer, self._act(mod, x), ctx, new)
+        full = self._k_act_cat(x, ctx[layer.state_index], mod._fast_alpha, mod._fast_inv_alpha, mod._fast_mask)
+        new[layer.state_index] = full[..., -layer.context :]
+        return F.conv1d(full, layer.weight, layer.bias, dilation=layer.dilation)
+
     @staticmethod
     def _conv(layer: CausalConv1d, x: Tensor, ctx: list[Tensor], new: list[Tensor | None]) -> Tensor:
         if layer.context == 0:
@@ -206,6 +243,9 @@ class FastStreamingDecoder:
         cout = layer.bias.shape[0]
         simple = layer.context == 1 and w.shape[2] == 2 * s and layer.groups == cout and cin == 2 * cout
         full = torch.cat([ctx[layer.state_index], x], dim=-1) if layer.context else x
+        if self.ops_compiled and simple:
+            new[layer.state_index] = full[..., -1:]
+            return self._k_up(full, w, layer.bias)
         if layer.context:
             new[layer.state_index] = full[..., -layer.context :]
         if not (self.fused_ops and simple):
@@ -223,8 +263,8 @@ class FastStreamingDecoder:
         for chain in layer.res_blocks:
             y = x
             for unit in chain.res_blocks:
-                h = self._conv(unit.input_conv, self._act(unit.input_activation, y), ctx, new)
-                h = self._conv(unit.skip_conv, self._act(unit.skip_activation, h), ctx, new)
+                h = self._act_conv(unit.input_activation, unit.input_conv, y, ctx, new)
+                h = self._act_conv(unit.skip_activation, unit.skip_conv, h, ctx, new)
                 y = y + h
             total = y if total is None else total + y
         assert total is not None
@@ -239,7 +279,7 @@ class FastStreamingDecoder:
         out = self._conv(dec.pre_conv, x, ctx, new)
         for act, up, res in zip(dec.activations, dec.up_sample_conv_layers, dec.res_layers):
             out = self._res(res, self._up(up, self._act(act, out), ctx, new), ctx, new)
-        out = self._conv(dec.post_conv, self._act(dec.post_activation, out), ctx, new)
+        out = self._act_conv(dec.post_activation, dec.post_conv, out, ctx, new)
         out = torch.tanh(out) if dec.cfg.output_activation == "tanh" else out.clamp(-1.0, 1.0)
         for s, n in zip(states, new):
             if n is not None:
@@ -382,6 +422,7 @@ class FastStreamingDecoder:
     def stats(self) -> dict[str, object]:
         return {
             "compiled": self.compiled,
+            "ops_compiled": self.ops_compiled,
             "cuda_graphs": self.cuda_graphs,
             "fused_ops": self.fused_ops,
             "dtype": str(self.dtype).replace("torch.", ""),
