@@ -97,6 +97,16 @@ def test_constraint_walks_the_layout():
     assert c.allowed(allow_stop=False)[0] == []
 
 
+def test_constraint_accepts_streams_that_start_with_audio():
+    # prompts ending with START_OF_SPEECH (opening teacher-forced): codebook 0 comes first
+    c = p.SpeechConstraint.for_prompt([p.END_OF_HUMAN, p.START_OF_AI, p.START_OF_SPEECH])
+    assert c.allowed() == ([p.END_OF_SPEECH], p.allowed_range(0))
+    assert p.SpeechConstraint.for_prompt([p.START_OF_AI]).allowed() == ([p.START_OF_SPEECH], None)
+    assert p.SpeechConstraint.for_prompt([p.END_OF_HUMAN]).allowed()[0] == [p.START_OF_AI, p.START_OF_SPEECH]
+    toks = [*p.frame_tokens([1, 2, 3, 4]), *p.frame_tokens([5, 6, 7, 8]), p.END_OF_SPEECH]
+    assert p.FrameParser().feed(toks) == [[1, 2, 3, 4], [5, 6, 7, 8]]
+
+
 def test_speakers_from_config(tmp_path):
     (tmp_path / "config.json").write_text('{"speaker_settings": {"status": "multispeaker", "speaker_list": ["a", "b"]}}')
     assert p.read_speakers(tmp_path) == ["a", "b"]

@@ -160,3 +160,35 @@ async def test_stream_close_aborts():
     await s.aclose()
     assert b._engine.aborted == ["r1"] and b._engine.closed == ["r1"]
     assert b.stats.requests_aborted == 1 and b.stats.active_requests == 0
+
+
+def test_opening_is_teacher_forced():
+    from kanitts.engine.vllm_backend import with_opening
+    from kanitts.protocol import START_OF_AI, START_OF_SPEECH
+
+    p = warmup_prompt(1)
+    assert with_opening(p) == [*p, START_OF_AI, START_OF_SPEECH]
+    assert with_opening([1, 2, 3]) == [1, 2, 3]  # custom templates: untouched
+    assert with_opening([]) == []
+
+
+async def test_stream_sends_prompt_with_opening_and_overrides():
+    from kanitts.protocol import START_OF_AI, START_OF_SPEECH
+
+    b = _backend(2)
+    seen = {}
+    orig = b._engine.generate
+
+    def gen(prompt, sp, request_id):
+        seen["prompt"], seen["sp"] = prompt, sp
+        return orig(prompt, sp, request_id)
+
+    b._engine.generate = gen
+    b._delta = "DELTA"
+    p = warmup_prompt(2)
+    _ = [ids async for ids in b.stream(p, SamplingParams(), vllm_overrides={"extra_args": {"x": 1}})]
+    assert seen["prompt"]["prompt_token_ids"] == [*p, START_OF_AI, START_OF_SPEECH]
+    assert seen["sp"].kw["extra_args"] == {"x": 1} and seen["sp"].kw["output_kind"] == "DELTA"
+    b.force_opening = False
+    _ = [ids async for ids in b.stream(p, SamplingParams())]
+    assert seen["prompt"]["prompt_token_ids"] == p

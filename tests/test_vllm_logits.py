@@ -213,14 +213,14 @@ def test_processor_moves_swaps_removes_and_penalty_state():
     assert proc.seen[0, audio_token(0, 9) - 64400] and not proc.seen[1, audio_token(0, 9) - 64400]
     # swap 0 <-> 1
     proc.update_state(_upd(2, moved=[(0, 1, SimpleNamespace(name="SWAP"))]))
-    assert proc.rows[1][5] is a and proc.rows[0][5] is b
+    assert proc.rows[1].out is a and proc.rows[0].out is b
     assert proc.seen[1, audio_token(0, 9) - 64400] and not proc.seen[0, audio_token(0, 9) - 64400]
     res = proc.apply(torch.randn(2, V))
     assert int(res[0].argmax()) == START_OF_SPEECH  # b: after START_OF_AI
     assert audio_token(1, 0) <= int(res[1].argmax()) < audio_token(2, 0)
     # remove row 0, move 1 -> 0 (condense)
     proc.update_state(_upd(1, removed=[0], moved=[(1, 0, SimpleNamespace(name="UNIDIRECTIONAL"))]))
-    assert proc.rows[0][5] is a and proc.rows[1] is None
+    assert proc.rows[0].out is a and proc.rows[1] is None
     res = proc.apply(torch.randn(1, V))
     assert audio_token(1, 0) <= int(res[0].argmax()) < audio_token(2, 0)
 
@@ -235,3 +235,133 @@ def test_processor_respects_min_tokens_mask_on_eos():
     assert int(proc.apply(logits.clone()).argmax()) == END_OF_SPEECH
     logits[0, END_OF_SPEECH] = float("-inf")
     assert AUDIO_TOKEN_START <= int(proc.apply(logits.clone()).argmax()) < audio_token(1, 0)
+
+
+# ------------------------------------------- GPU-resident state: placeholders, discards, re-adds
+def _old_proc(max_seqs=8):
+    import importlib.util
+    import pathlib
+    import sys
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "device_lp_old.py"
+    spec = importlib.util.spec_from_file_location("device_lp_old", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["device_lp_old"] = mod
+    spec.loader.exec_module(mod)
+    cfg = SimpleNamespace(scheduler_config=SimpleNamespace(max_num_seqs=max_seqs))
+    return mod, mod.KaniCodebookLogitsProcessor(cfg, torch.device("cpu"), False)
+
+
+def _sp_old(seed):
+    return SimpleNamespace(extra_args={"kanitts_old": {"mode": "sample", "temperature": 0.6, "top_p": 0.95,
+                                                        "repetition_penalty": 1.1, "seed": seed}})
+
+
+def test_new_processor_picks_same_tokens_as_round1_with_placeholders():
+    """The new processor sees only -1 placeholders (vLLM async scheduling without the sync);
+    the round-1 processor sees real ids. Same seeds + logits -> the same tokens."""
+    _, old = _old_proc()
+    new = _proc()
+    prompts = [[1, 5, END_OF_TEXT, END_OF_HUMAN], [1, 7, END_OF_HUMAN, START_OF_AI, START_OF_SPEECH], [9]]
+    o_out, n_out, n_real = [[] for _ in prompts], [[] for _ in prompts], [[] for _ in prompts]
+    old.update_state(_upd(3, added=[(i, _sp_old(i), pr, o_out[i]) for i, pr in enumerate(prompts)]))
+    new.update_state(_upd(3, added=[(i, _sp(seed=i), pr, n_out[i]) for i, pr in enumerate(prompts)]))
+    g = torch.Generator().manual_seed(5)
+    for _ in range(70):
+        logits = torch.randn(3, V, generator=g) * 3
+        po = old.apply(logits.clone()).argmax(1).tolist()
+        pn = new.apply(logits.clone()).argmax(1).tolist()
+        assert po == pn
+        for i in range(3):
+            o_out[i].append(po[i])
+            n_out[i].append(-1)  # placeholder only
+            n_real[i].append(pn[i])
+    for i in range(3):
+        assert FrameParser().feed(n_real[i])
+    # the prompt that ends with START_OF_SPEECH starts directly with codebook 0
+    assert AUDIO_TOKEN_START <= n_real[1][0] < audio_token(1, 0)
+
+
+def test_discarded_sample_of_chunked_prefill_is_dropped():
+    """A row in chunked prefill gets logits but vLLM discards the sample (no placeholder)."""
+    new = _proc()
+    out = []
+    new.update_state(_upd(1, added=[(0, _sp(seed=3, temp=0.0), [1, END_OF_HUMAN], out)]))
+    logits = torch.randn(1, V)
+    logits[0, START_OF_SPEECH] = 50.0  # greedy would take START_OF_SPEECH...
+    assert int(new.apply(logits.clone()).argmax()) == START_OF_SPEECH
+    # ...but that step was a prefill chunk: discarded, nothing appended. Same state again:
+    logits2 = torch.randn(1, V)
+    logits2[0, START_OF_AI] = 50.0
+    assert int(new.apply(logits2.clone()).argmax()) == START_OF_AI
+    out.append(-1)  # accepted
+    logits3 = torch.randn(1, V)
+    logits3[0, START_OF_AI] = 60.0
+    # after START_OF_AI only START_OF_SPEECH is valid
+    assert int(new.apply(logits3.clone()).argmax()) == START_OF_SPEECH
+    assert 0 not in new.young
+
+
+def test_readded_row_rebuilds_state_from_real_ids():
+    new = _proc()
+    out = [START_OF_AI, START_OF_SPEECH, audio_token(0, 5), audio_token(1, 6)]
+    new.update_state(_upd(2, added=[(1, _sp(seed=1), [END_OF_HUMAN], out)]))
+    res = new.apply(torch.randn(2, V))
+    assert audio_token(2, 0) <= int(res[1].argmax()) < audio_token(3, 0)
+    assert bool(new.seen[1, audio_token(1, 6) - 64400]) and bool(new.seen[1, START_OF_SPEECH - 64400])
+    assert int(new.step[1]) == 4
+
+
+def test_needs_output_token_ids_only_for_mask_rows():
+    new = _proc()
+    assert not new.needs_output_token_ids()
+    new.update_state(_upd(1, added=[(0, _sp(), [END_OF_HUMAN], [])]))
+    assert not new.needs_output_token_ids()
+    new.update_state(_upd(2, added=[(1, _sp(mode="mask"), [END_OF_HUMAN], [])]))
+    assert new.needs_output_token_ids()
+    new.update_state(_upd(1, removed=[1]))
+    assert not new.needs_output_token_ids()
+
+
+def test_patch_flag_is_or_of_processors(monkeypatch):
+    """The InputBatch wrapper: vLLM's flag becomes the OR of the custom processors' needs."""
+    import sys
+    import types
+
+    import kanitts.engine.vllm_logits as lp
+
+    class IB:
+        def __init__(self, procs):
+            self.logitsprocs = SimpleNamespace(all=procs)
+            self.logitsprocs_need_output_token_ids = True
+
+        def _make_sampling_metadata(self):
+            return self.logitsprocs_need_output_token_ids
+
+    mods = {"vllm": types.ModuleType("vllm"), "vllm.v1": types.ModuleType("vllm.v1"),
+            "vllm.v1.worker": types.ModuleType("vllm.v1.worker"),
+            "vllm.v1.worker.gpu_input_batch": types.ModuleType("vllm.v1.worker.gpu_input_batch")}
+    mods["vllm.v1.worker.gpu_input_batch"].InputBatch = IB
+    mods["vllm.v1.worker"].gpu_input_batch = mods["vllm.v1.worker.gpu_input_batch"]
+    for k, v in mods.items():
+        monkeypatch.setitem(sys.modules, k, v)
+    monkeypatch.setattr(lp, "_PATCHED", False)
+    assert lp.patch_vllm_output_token_sync()
+    new = _proc()
+    assert IB([new])._make_sampling_metadata() is False
+    new.n_mask = 1
+    assert IB([new])._make_sampling_metadata() is True
+    new.n_mask = 0
+    assert IB([new, object()])._make_sampling_metadata() is True  # unknown processor: conservative
+
+
+def test_layout_table_matches_state_machine():
+    from kanitts.engine.vllm_logits import _NO_BLOCK, layout_table
+
+    t = layout_table()
+    for last in [-1, 0, 5, END_OF_HUMAN, START_OF_AI, START_OF_SPEECH, END_OF_SPEECH, END_OF_AI, 64408,
+                 audio_token(0, 0), audio_token(3, 4031), 80538, V]:
+        lo, e1, e2 = (int(x) for x in t[last + 1])
+        a = allowed_after(last if last >= 0 else None)
+        assert (lo if lo != _NO_BLOCK else 0) == a.lo
+        assert tuple(x for x in (e1, e2) if x >= 0) == a.extra

@@ -196,6 +196,8 @@ class SpeechConstraint:
     Before speech: START_OF_AI or START_OF_SPEECH (the model's opening); after START_OF_AI:
     START_OF_SPEECH; inside speech: the next codebook's 4032 ids, plus END_OF_SPEECH at a
     frame boundary (unless ``allow_stop`` is False, e.g. while ``min_tokens`` is unmet).
+    :meth:`for_prompt` starts in the state the prompt's last token implies (inside speech for
+    prompts that end with the opening, so the stream starts directly with audio).
     Incremental (O(1) per token) so both backends can run it in the sampling loop.
     """
 
@@ -206,6 +208,18 @@ class SpeechConstraint:
     def __init__(self) -> None:
         self.state = self.PRE
         self.position = 0  # codebook expected next inside speech
+
+    @classmethod
+    def for_prompt(cls, prompt_ids: Sequence[int]) -> SpeechConstraint:
+        """A constraint in the state after ``prompt_ids`` (e.g. inside speech when the
+        prompt ends with START_OF_SPEECH: the model's opening teacher-forced)."""
+        c = cls()
+        if prompt_ids:
+            if prompt_ids[-1] == START_OF_SPEECH:
+                c.state = cls.SPEECH
+            elif prompt_ids[-1] == START_OF_AI:
+                c.state = cls.AFTER_AI
+        return c
 
     def advance(self, token_id: int) -> None:
         if self.state == self.PRE:

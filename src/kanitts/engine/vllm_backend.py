@@ -17,7 +17,7 @@ from typing import Any
 
 from kanitts.engine.base import GenerationBackend, SamplingParams
 from kanitts.engine.vllm_logits import EXTRA_ARGS_KEY, LOGITS_PROCESSOR_FQCN, RESTRICT_MODES
-from kanitts.protocol import END_OF_HUMAN, END_OF_TEXT, START_OF_HUMAN, START_OF_TEXT
+from kanitts.protocol import END_OF_HUMAN, END_OF_TEXT, START_OF_AI, START_OF_HUMAN, START_OF_SPEECH, START_OF_TEXT
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,21 @@ def warmup_prompt(i: int = 0) -> list[int]:
     return [START_OF_HUMAN, START_OF_TEXT, *[3 + (i * 7 + j) % 200 for j in range(8)], END_OF_TEXT, END_OF_HUMAN]
 
 
+#: The model's opening after the human turn; the training layout is
+#: ``[SOH, BOS, text, EOT, EOH, SOA, SOS, codes..., EOS, EOA]``.
+OPENING = (START_OF_AI, START_OF_SPEECH)
+
+
+def with_opening(prompt_ids: list[int]) -> list[int]:
+    """Teacher-force the opening: a prompt that ends with END_OF_HUMAN gets
+    ``[START_OF_AI, START_OF_SPEECH]`` appended, so the first generated token is already
+    audio (codebook 0): two decode steps fewer before the first frame, and the token state
+    after the prompt is fully known. Other prompts (custom templates) are left as they are."""
+    if prompt_ids and prompt_ids[-1] == END_OF_HUMAN:
+        return [*prompt_ids, *OPENING]
+    return list(prompt_ids)
+
+
 class VllmBackend(GenerationBackend):
     """One model served by vLLM's AsyncLLM with continuous batching."""
 
@@ -106,6 +121,7 @@ class VllmBackend(GenerationBackend):
         restrict: str = "sample",
         warmup_requests: int = 16,
         warmup_tokens: int = 64,
+        force_opening: bool = True,
     ) -> None:
         super().__init__()
         if restrict not in RESTRICT_MODES:
@@ -117,6 +133,7 @@ class VllmBackend(GenerationBackend):
         self.warmup = warmup
         self.warmup_requests = warmup_requests
         self.warmup_tokens = warmup_tokens
+        self.force_opening = force_opening
         self._engine: Any = None
         self._ready = False
         self._sp_cls: Any = None
@@ -203,12 +220,22 @@ class VllmBackend(GenerationBackend):
         request_id: str | None = None,
         *,
         restrict: str | None = None,
+        vllm_overrides: dict[str, Any] | None = None,
     ) -> AsyncIterator[list[int]]:
+        """Generated ids in DELTA chunks. ``vllm_overrides``: extra vLLM SamplingParams
+        keyword arguments (benchmarks)."""
         if self._engine is None:
             raise RuntimeError("VllmBackend.start() has not been called")
         rid = request_id or uuid.uuid4().hex
-        sp = self.sampling_params(params, restrict)
-        gen = self._engine.generate({"prompt_token_ids": list(prompt_ids)}, sp, request_id=rid)
+        if vllm_overrides:
+            kw = sampling_kwargs(params, restrict or self.restrict)
+            kw.update(vllm_overrides)
+            kw["output_kind"] = self._delta
+            sp = self._sp_cls(**kw)
+        else:
+            sp = self.sampling_params(params, restrict)
+        prompt = with_opening(prompt_ids) if self.force_opening else list(prompt_ids)
+        gen = self._engine.generate({"prompt_token_ids": prompt}, sp, request_id=rid)
         finished = False
         self.stats.active_requests += 1
         try:
