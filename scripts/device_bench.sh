@@ -2,29 +2,76 @@
 # Device-side driver for the vLLM benchmarks (H100/H200 via the `device` tool).
 # Usage (repo root on the device, after the vLLM bundle is unpacked, see ../shared/device/README.md):
 #   bash scripts/device_bench.sh STEP...
-# Steps: main (high_performance + seed baseline + restrict comparison), low_vram, fp8, bnb_4bit,
-#        balanced, gputest, http. Results: $OUT/h100.json (one entry per mode), $OUT/log-*.txt.
+# Steps:
+#   lp          logits-processor micro-benchmark (old / new eager / new CUDA-graphed), no vLLM
+#   main        engine-level high_performance + seed baseline + every sampling path compared
+#   floor       low_vram memory floor: bare CUDA context, then + codec (bf16) decoding 4 streams
+#   lowmem      floor, then engine-level low_vram as preset and with the memory options
+#   http_low    HTTP path, low_vram, with --baseline seed
+#   http_low_mem  HTTP path, low_vram + enforce_eager, 256 batched tokens, expandable segments
+#   http_hp     HTTP path, high_performance (1/16/256 + 384 streams), codec alone afterwards
+#   low_vram|bnb_4bit|fp8|balanced   engine-level runs of those presets;  gputest   GPU suite
+# Results: $OUT/h100.json (one entry per run), $OUT/log-*.txt. Env: KB_T (per-step timeout, s).
 set -uo pipefail
 . /tmp/vllm-site/env.sh
-export PYTHONPATH="$PWD/src:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD/src:$PWD/scripts:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 [ -d /tmp/extra-site ] && export PYTHONPATH="$PYTHONPATH:/tmp/extra-site"
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 J="$OUT/h100.json"
-B="python3 -m kanitts.bench --engine-only --json $J"
+B="python3 -m kanitts.bench --json $J"
+F="BENCH|RESULT|Error|error|LPBENCH"
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv
-python3 -c "import kanitts.bench as b; b.ensure_assets('/tmp/kanitts-bench')" 2>&1 | tail -3
+python3 -c "import kanitts.bench as b; b.ensure_assets('/tmp/kanitts-bench')" 2>&1 | tail -2
 for step in "$@"; do
   echo "=== $step $(date +%T)"
   case $step in
-    main) timeout ${MAIN_TIMEOUT:-480} $B --mode high_performance --baseline seed --compare-restrict \
-            --realtime-levels ${RT_LEVELS:-128,256,384,512} 2>&1 | tee "$OUT/log-main.txt" | grep -E "BENCH|RESULT|Error|error" ;;
-    low_vram|bnb_4bit) timeout 240 $B --mode $step --concurrency 1,4 --realtime-levels 4 2>&1 \
-            | tee "$OUT/log-$step.txt" | grep -E "BENCH|RESULT|Error|error" | tail -30 ;;
-    fp8|balanced) timeout 300 $B --mode $step --concurrency 1,16,64 --realtime-levels 64 2>&1 \
-            | tee "$OUT/log-$step.txt" | grep -E "BENCH|RESULT|Error|error" | tail -30 ;;
+    lp) timeout ${KB_T:-120} python3 scripts/device_lp_bench.py 1,16,256 2>&1 | tee "$OUT/log-lp.txt" | grep -v "^LPBENCH"
+        if grep -q '"graph_error": "' "$OUT/log-lp.txt"; then echo "graph capture failed: KANITTS_LP_GRAPHS=0"; export KANITTS_LP_GRAPHS=0; fi ;;
+    main) timeout ${KB_T:-420} $B --engine-only --mode high_performance --baseline seed --compare-restrict \
+            --concurrency 1,16,256 --realtime-levels ${RT_LEVELS:-256,384} --label engine-high_performance 2>&1 \
+            | tee "$OUT/log-main.txt" | grep -E "$F" | cut -c1-600 ;;
+    floor|lowmem)
+      timeout 60 python3 - <<'EOF' 2>&1 | tee "$OUT/log-lowmem-floor.txt"
+import subprocess, torch
+def smi():
+    q = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                       capture_output=True, text=True).stdout.strip()
+    return q
+torch.zeros(1, device="cuda"); torch.cuda.synchronize()
+print("FLOOR cuda context only (torch):", smi())
+from kanitts.bench import load_codec
+w = load_codec("/tmp/kanitts-bench/codec.nemo", 4)
+import asyncio
+from kanitts.bench import codec_throughput
+print("codec dtype", w.codec.dtype, "params MiB", round(sum(p.numel() * p.element_size() for p in w.codec.parameters()) / 2**20, 1))
+asyncio.run(codec_throughput(w, 4, frames=40))
+torch.cuda.synchronize()
+m = 1 << 20
+print("FLOOR context + codec (4 streams decoded):", smi(), "torch allocated/reserved/max_reserved MiB",
+      round(torch.cuda.memory_allocated() / m), round(torch.cuda.memory_reserved() / m), round(torch.cuda.max_memory_reserved() / m))
+EOF
+      [ $step = floor ] && continue
+      timeout ${KB_T:-150} $B --engine-only --mode low_vram --concurrency 1,4 --realtime-levels 4 --label lowmem-preset 2>&1 \
+        | tee "$OUT/log-lowmem-preset.txt" | grep -E "$F|took|KV cache|memory" | cut -c1-400 | tail -25
+      PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True CUDNN_CONV_WSCAP_DBG=32 timeout ${KB_T:-150} $B --engine-only \
+        --mode low_vram --concurrency 1,4 --realtime-levels 4 --label lowmem-eager-expandable \
+        --engine-args '{"enforce_eager": true, "max_num_batched_tokens": 256}' 2>&1 \
+        | tee "$OUT/log-lowmem-eager.txt" | grep -E "$F|took|KV cache|memory" | cut -c1-400 | tail -25 ;;
+    http_low) timeout ${KB_T:-300} $B --mode low_vram --baseline seed --concurrency 1,4 --realtime-levels 4 \
+            --label http-low_vram ${HTTP_LOW_ARGS:-} --server-log "$OUT/log-server-low.txt" 2>&1 \
+            | tee "$OUT/log-http-low.txt" | grep -E "$F" | cut -c1-600 ;;
+    http_low_mem) PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True CUDNN_CONV_WSCAP_DBG=32 timeout ${KB_T:-200} \
+            $B --mode low_vram --concurrency 1,4 --realtime-levels 4 --label http-low_vram-eager-expandable \
+            --engine-args '{"enforce_eager": true, "max_num_batched_tokens": 256}' --server-log "$OUT/log-server-lowmem.txt" 2>&1 \
+            | tee "$OUT/log-http-lowmem.txt" | grep -E "$F" | cut -c1-600 ;;
+    http_hp) timeout ${KB_T:-300} $B --mode high_performance --concurrency 1,16,256 --realtime-levels 384 --codec-alone \
+            --label http-high_performance --server-log "$OUT/log-server-hp.txt" 2>&1 \
+            | tee "$OUT/log-http-hp.txt" | grep -E "$F" | cut -c1-600 ;;
+    low_vram|bnb_4bit) timeout 240 $B --engine-only --mode $step --concurrency 1,4 --realtime-levels 4 2>&1 \
+            | tee "$OUT/log-$step.txt" | grep -E "$F" | tail -30 ;;
+    fp8|balanced) timeout 300 $B --engine-only --mode $step --concurrency 1,16,64 --realtime-levels 64 2>&1 \
+            | tee "$OUT/log-$step.txt" | grep -E "$F" | tail -30 ;;
     gputest) timeout 400 python3 -m pytest -x -v -p no:cacheprovider tests/gpu -m gpu 2>&1 | tee "$OUT/log-gputest.txt" | tail -40 ;;
-    http) timeout 300 python3 -m kanitts.bench --mode high_performance --json $J --server-log "$OUT/log-server.txt" \
-            2>&1 | tee "$OUT/log-http.txt" | grep -E "BENCH|RESULT|Error|error" | tail -30 ;;
     *) echo "unknown step $step" ;;
   esac
 done

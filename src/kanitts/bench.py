@@ -36,8 +36,9 @@ from typing import Any
 
 TOKENS_PER_SECOND = 50.0
 PCM_BYTES_PER_SECOND = 22050 * 2  # s16le mono
-BENCH_TEXT = ("The quick brown fox jumps over the lazy dog while the speech model keeps talking "
-              "about nothing in particular for exactly ten seconds.")
+#: Short: the seed baseline's max_model_len is 512 = prompt + 500 generated tokens.
+BENCH_TEXT = "Hello, this is a ten second benchmark."
+OLD_LP_FQCN = "device_lp_old:KaniCodebookLogitsProcessor"  # scripts/device_lp_old.py (round 1)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -62,6 +63,7 @@ class StreamResult:
     audio_s: float = 0.0
     tokens: int = 0
     error: str | None = None
+    invalid: str | None = None  # restricted stream that did not parse as frames
 
     @property
     def rtf(self) -> float | None:
@@ -86,6 +88,7 @@ class LoadResult:
             "streams": len(self.streams),
             "errors": len(self.streams) - len(ok),
             "first_error": next((s.error for s in self.streams if s.error), None),
+            "invalid_streams": sum(1 for s in self.streams if s.invalid),
             "ttfa_p50_ms": _r(percentile(ttfa, 50)), "ttfa_p95_ms": _r(percentile(ttfa, 95)),
             "ttft_p50_ms": _r(percentile(ttft, 50)), "ttft_p95_ms": _r(percentile(ttft, 95)),
             "worst_rtf": _r(max(rtfs), 4) if rtfs else None,
@@ -108,11 +111,13 @@ async def run_load(one: Callable[[int], Awaitable[StreamResult]], concurrency: i
 
 
 class GpuMemPeak:
-    """Samples nvidia-smi (whole GPU, every process) every 0.1 s; ``peak`` in MiB."""
+    """Samples nvidia-smi (whole GPU, every process) every 0.1 s; ``peak`` in MiB, and
+    ``per_process``: each compute process's peak (pid -> {name, mib})."""
 
     def __init__(self, interval: float = 0.1) -> None:
         self.peak: int | None = None
         self.baseline: int | None = None
+        self.per_process: dict[str, dict[str, Any]] = {}
         self._stop = threading.Event()
         self._interval = interval
         self.baseline = self._query()
@@ -128,17 +133,63 @@ class GpuMemPeak:
         except Exception:  # noqa: BLE001 - no nvidia-smi: no figure
             return None
 
+    def _query_apps(self) -> None:
+        try:
+            q = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                               capture_output=True, text=True, timeout=5)
+        except Exception:  # noqa: BLE001
+            return
+        for line in q.stdout.splitlines():
+            try:
+                pid, mib = (x.strip() for x in line.split(","))
+                mib_i = int(mib)
+            except ValueError:
+                continue
+            e = self.per_process.get(pid)
+            if e is None:
+                e = self.per_process[pid] = {"name": _proc_name(pid), "mib": 0}
+            e["mib"] = max(e["mib"], mib_i)
+
     def _run(self) -> None:
+        n = 0
         while not self._stop.is_set():
             v = self._query()
             if v is not None:
                 self.peak = v if self.peak is None else max(self.peak, v)
+            if n % 5 == 0:
+                self._query_apps()
+            n += 1
             self._stop.wait(self._interval)
 
     def stop(self) -> int | None:
         self._stop.set()
         self._t.join()
         return self.peak
+
+
+def _proc_name(pid: str) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+        return f"{name}: {cmd[:120]}"
+    except OSError:
+        return "?"
+
+
+def torch_mem_mib() -> dict[str, float] | None:
+    """This process's torch CUDA allocator figures (MiB), or None without CUDA."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+            return None
+        m = 1 << 20
+        return {"allocated": round(torch.cuda.memory_allocated() / m, 1),
+                "reserved": round(torch.cuda.memory_reserved() / m, 1),
+                "max_allocated": round(torch.cuda.max_memory_allocated() / m, 1),
+                "max_reserved": round(torch.cuda.max_memory_reserved() / m, 1)}
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def device_name() -> str:
@@ -210,7 +261,7 @@ def bench_prompt(i: int = 0) -> list[int]:
 async def http_stream(client: Any, base_url: str, tokens: int, i: int = 0, voice: str = "andrew",
                       text: str = BENCH_TEXT) -> StreamResult:
     """One streaming POST /v1/audio/speech (raw PCM); TTFA = first non-empty body chunk."""
-    body = {"model": "kanitts", "input": f"{text} ({i})", "voice": voice, "response_format": "pcm",
+    body = {"model": "tts-1", "input": f"{text} ({i})", "voice": voice, "response_format": "pcm",
             "stream_format": "audio", "max_tokens": tokens, "min_tokens": tokens}
     r = StreamResult()
     t0 = time.perf_counter()
@@ -254,11 +305,12 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve_subprocess(model: Path, codec: Path, mode: str, port: int, extra: Sequence[str] = (),
-                     timeout: float = 400.0, log_path: str | None = None):
+                     timeout: float = 400.0, log_path: str | None = None, env: dict[str, str] | None = None,
+                     backend: str = "vllm"):
     cmd = [sys.executable, "-m", "kanitts.cli", "serve", "--model", str(model), "--codec", str(codec),
-           "--backend", "vllm", "--mode", mode, "--port", str(port), *extra]
-    log = open(log_path or os.devnull, "w")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+           "--backend", backend, "--mode", mode, "--port", str(port), *extra]
+    log = open(log_path or os.devnull, "a")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     try:
         wait_ready(f"http://127.0.0.1:{port}", timeout, proc)
         yield f"http://127.0.0.1:{port}"
@@ -279,8 +331,8 @@ def wait_ready(base_url: str, timeout: float, proc: subprocess.Popen | None = No
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
         try:
-            r = httpx.get(base_url + "/health", timeout=2.0)
-            if r.status_code == 200 and r.json().get("status") in ("ok", "ready", True):
+            r = httpx.get(base_url + "/ready", timeout=2.0)  # 200 once every engine is warm
+            if r.status_code == 200 and r.json().get("ready") is True:
                 return
         except Exception:  # noqa: BLE001
             pass
@@ -289,7 +341,7 @@ def wait_ready(base_url: str, timeout: float, proc: subprocess.Popen | None = No
 
 
 # ----------------------------------------------------------------------------- engine path
-def load_codec(codec_path: str | Path | None, max_streams: int, first_chunk_frames: int = 2,
+def load_codec(codec_path: str | Path | None, max_streams: int, first_chunk_frames: int = 1,
                chunk_frames: int = 8) -> Any:
     """A CodecWorker on CUDA (bf16, falling back to fp32), or None when unavailable."""
     if codec_path is None:
@@ -326,13 +378,25 @@ async def engine_stream(backend: Any, tokens: int, i: int, codec: Any = None, *,
     t0 = time.perf_counter()
     parser = FrameParser()
     try:
-        kw = {"restrict": restrict} if restrict else {}
+        kw: dict[str, Any] = {"restrict": restrict} if restrict else {}
+        if restrict == "sample_old":  # the round-1 processor (benchmarks only)
+            from kanitts.engine.vllm_backend import sampling_kwargs
+
+            ea = sampling_kwargs(params, "sample")["extra_args"]
+            kw = {"restrict": "sample", "vllm_overrides": {"extra_args": {"kanitts_old": ea["kanitts"]}}}
         toks = backend.stream(bench_prompt(i), params, **kw)
         if codec is None and seed_windows is None:
+            check = FrameParser() if (restrict or getattr(backend, "restrict", "off")) != "off" else None
             async for ids in toks:
                 if r.ttft_s is None:
                     r.ttft_s = time.perf_counter() - t0
                 r.tokens += len(ids)
+                if check is not None:
+                    try:
+                        check.feed(ids)
+                    except Exception as e:  # noqa: BLE001 - a restricted stream must parse
+                        r.invalid = repr(e)[:200]
+                        check = None
             r.audio_s = r.tokens / TOKENS_PER_SECOND
         elif seed_windows is not None:
             if callable(seed_windows):
@@ -456,7 +520,10 @@ async def _single_stream_rtf(backend: Any, tokens: int, reps: int, **kw: Any) ->
         runs.append(r)
     rtfs = [r.wall_s / (r.tokens / TOKENS_PER_SECOND) for r in runs]
     out = {"rtf": round(statistics.median(rtfs), 4), "rtf_runs": [round(x, 4) for x in rtfs],
-           "tok_s": round(tokens / statistics.median([r.wall_s for r in runs]), 1)}
+           "tok_s": round(tokens / statistics.median([r.wall_s for r in runs]), 1),
+           "ms_per_token": round(1000 * statistics.median([r.wall_s for r in runs]) / tokens, 3)}
+    if any(r.invalid for r in runs):
+        out["invalid"] = next(r.invalid for r in runs if r.invalid)
     if any(r.ttfa_s for r in runs):
         out["ttfa_ms"] = round(statistics.median([r.ttfa_s * 1000 for r in runs if r.ttfa_s]), 1)
         out["rtf_with_codec"] = round(statistics.median([r.rtf for r in runs if r.rtf]), 4)
@@ -483,7 +550,7 @@ async def engine_bench(args: argparse.Namespace, model: Path, codec_path: Path |
     overrides = json.loads(args.engine_args) if args.engine_args else {}
 
     if args.baseline == "seed":
-        b = VllmBackend(str(model), seed_baseline_args(str(model)), restrict="off")
+        b = VllmBackend(str(model), seed_baseline_args(str(model)), restrict="off", force_opening=False)
         t = time.time()
         await b.start()
         _log("seed_started", s=round(time.time() - t, 1))
@@ -505,6 +572,9 @@ async def engine_bench(args: argparse.Namespace, model: Path, codec_path: Path |
         await asyncio.sleep(3)
 
     eargs = engine_args_for(args.mode, str(model), overrides)
+    old_lp = bool(args.compare_restrict and args.restrict != "off" and _old_lp_available())
+    if old_lp:
+        eargs["logits_processors"] = [*(eargs.get("logits_processors") or []), OLD_LP_FQCN]
     res["engine_args"] = {k: v for k, v in eargs.items() if k != "model"}
     max_seqs = int(eargs.get("max_num_seqs") or 256)
     b = VllmBackend(str(model), eargs, restrict=args.restrict)
@@ -525,6 +595,15 @@ async def engine_bench(args: argparse.Namespace, model: Path, codec_path: Path |
     if args.restrict != "off":
         res["single_stream_unrestricted"] = await _single_stream_rtf(b, tokens, 3, restrict="off")
         _log("single_unrestricted", **res["single_stream_unrestricted"])
+    if args.compare_restrict and args.restrict != "off":
+        # every sampling path, one stream, same engine, back to back
+        singles: dict[str, Any] = {args.restrict: res["single_stream"], "off": res["single_stream_unrestricted"]}
+        for m in ("mask", *(["sample_old"] if old_lp else [])):
+            singles[m] = await _single_stream_rtf(b, tokens, 3, restrict=m)
+            _log("single_mode", mode=m, **singles[m])
+        singles[args.restrict + "_again"] = await _single_stream_rtf(b, tokens, 3)
+        _log("single_mode", mode=args.restrict + "_again", **singles[args.restrict + "_again"])
+        res["single_stream_by_mode"] = singles
     if args.baseline == "seed" and res.get("baseline_single_stream_rtf") and res["single_stream_rtf"]:
         res["speedup_vs_seed"] = round(res["baseline_single_stream_rtf"] / res["single_stream_rtf"], 2)
 
@@ -539,10 +618,11 @@ async def engine_bench(args: argparse.Namespace, model: Path, codec_path: Path |
     if args.compare_restrict and max_seqs >= 2:
         c = min(256, max_seqs)
         cmp: dict[str, Any] = {}
-        for mode in ("sample", "off", "mask"):
+        for mode in ("sample", *(["sample_old"] if old_lp else []), "off", *(["mask"] if args.compare_mask else [])):
             lr = await run_load(lambda i, m=mode: engine_stream(b, tokens, i, restrict=m), c)
             s = lr.summary()
             cmp[mode] = {"aggregate_tok_s": s["aggregate_tok_s"], "wall_s": s["wall_s"], "errors": s["errors"],
+                         "invalid_streams": s["invalid_streams"],
                          "per_stream_tok_s": _r(s["aggregate_tok_s"] / c if s["aggregate_tok_s"] else None)}
             _log("restrict", batch=c, mode=mode, **cmp[mode])
         res["restrict_compare"] = {"batch": c, **cmp}
@@ -550,7 +630,9 @@ async def engine_bench(args: argparse.Namespace, model: Path, codec_path: Path |
             res["restrict_speedup_batch"] = round(cmp["sample"]["aggregate_tok_s"] / cmp["off"]["aggregate_tok_s"], 2)
 
     # codec included
-    worker = load_codec(codec_path, max_streams=max(max_seqs, 1)) if not args.no_codec else None
+    worker = (load_codec(codec_path, max_streams=max(max_seqs, 1), first_chunk_frames=args.first_chunk_frames)
+              if not args.no_codec else None)
+    res["first_chunk_frames"] = args.first_chunk_frames
     res["codec"] = worker is not None
     if worker is not None:
         res["codec_dtype"] = str(worker.codec.dtype)
@@ -594,9 +676,21 @@ async def engine_bench(args: argparse.Namespace, model: Path, codec_path: Path |
     top = (src or loads).get(str(max(concs))) or {}
     res["aggregate_audio_s_per_s"] = top.get("aggregate_audio_s_per_s")
     res["kv_cache_usage_last"] = b.stats.kv_cache_usage
+    res["front_torch_mem_mib"] = torch_mem_mib()
+    res["gpu_mb_engine_running"] = GpuMemPeak._query()
     await b.close()
     res["peak_gpu_mb"] = mem.stop()
+    res["gpu_per_process_mib"] = mem.per_process
     return res
+
+
+def _old_lp_available() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(OLD_LP_FQCN.split(":")[0]) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 async def http_bench(args: argparse.Namespace, model: Path, codec_path: Path) -> dict[str, Any]:
@@ -613,29 +707,61 @@ async def http_bench(args: argparse.Namespace, model: Path, codec_path: Path) ->
             _log("http_load", **out[str(c)])
         return out
 
+    levels = sorted(set(args.concurrency + args.realtime_levels))
+    env = {"KANITTS_CODEC__FIRST_CHUNK_FRAMES": str(args.first_chunk_frames),
+           "KANITTS_CODEC__MAX_STREAMS": str(min(1024, max(64, *levels)))}
     if args.baseline == "seed":
+        # the seed's engine configuration (one sequence, 15% of the card, len 512) behind our
+        # server and streaming codec; its vLLM full-vocabulary sampler cannot be served here
+        # (random weights emit invalid frames, which the server rejects): engine-only measures it
         with serve_subprocess(model, codec_path, "low_vram", free_port(),
                               ["--max-num-seqs", "1", "--gpu-memory-utilization", "0.15", "--max-model-len", "512",
-                               "--max-num-batched-tokens", "512"], log_path=args.server_log) as base:
+                               "--max-num-batched-tokens", "512"], log_path=args.server_log, env=env,
+                              backend=args.backend) as base:
             res["baseline"] = await measure(base, [])
             res["baseline_single_stream_rtf"] = res["baseline"]["single_stream_rtf"]
+        await asyncio.sleep(3)
+        mem_base = mem.peak
+        res["baseline_peak_gpu_mb"] = mem_base
+        mem.stop()
+        mem = GpuMemPeak()
     extra = []
     for k, v in (json.loads(args.engine_args) if args.engine_args else {}).items():
-        extra += [f"--{k.replace('_', '-')}", str(v)]
+        flag = f"--{k.replace('_', '-')}"
+        if isinstance(v, bool):  # store_true switches (e.g. --enforce-eager)
+            extra += [flag] if v else []
+        else:
+            extra += [flag, str(v)]
+    res["first_chunk_frames"] = args.first_chunk_frames
     if args.url:
         m = await measure(args.url, args.concurrency)
     else:
-        with serve_subprocess(model, codec_path, args.mode, free_port(), extra, log_path=args.server_log) as base:
-            m = await measure(base, sorted(set(args.concurrency + args.realtime_levels)))
+        with serve_subprocess(model, codec_path, args.mode, free_port(), extra, log_path=args.server_log,
+                              env=env, backend=args.backend) as base:
+            m = await measure(base, levels)
+            res["gpu_mb_server_idle"] = GpuMemPeak._query()
     res["single_stream_rtf"] = m.pop("single_stream_rtf")
     res["loads"] = m
     res["ttfa_p50_ms"] = (m.get("1") or {}).get("ttfa_p50_ms")
     res["ttfa_p95_ms"] = (m.get("1") or {}).get("ttfa_p95_ms")
+    res["ttfa_p50_ms_16"] = (m.get("16") or {}).get("ttfa_p50_ms")
+    res["ttfa_p95_ms_16"] = (m.get("16") or {}).get("ttfa_p95_ms")
     res["ttfa_p50_ms_256"] = (m.get("256") or {}).get("ttfa_p50_ms")
+    res["ttfa_p95_ms_256"] = (m.get("256") or {}).get("ttfa_p95_ms")
     res["max_realtime_streams"] = max([int(c) for c, s in m.items() if s.get("all_realtime")], default=0)
     top = m.get(str(max(int(c) for c in m))) if m else {}
     res["aggregate_audio_s_per_s"] = (top or {}).get("aggregate_audio_s_per_s")
     res["peak_gpu_mb"] = mem.stop()
+    res["gpu_per_process_mib"] = mem.per_process
+    if not args.no_codec and codec_path is not None and args.codec_alone:
+        # the codec alone, in this process, after the server has gone
+        worker = load_codec(codec_path, max_streams=max(levels), first_chunk_frames=args.first_chunk_frames)
+        if worker is not None:
+            try:
+                res["codec_audio_s_per_s"] = _r(await codec_throughput(worker, min(256, max(levels))), 1)
+                res["codec_alone_streams"] = min(256, max(levels))
+            finally:
+                worker.close()
     return res
 
 
@@ -663,6 +789,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restrict", choices=["sample", "mask", "off"], default="sample")
     p.add_argument("--compare-restrict", action="store_true",
                    help="engine-only: batch-256 throughput with restricted sampling, without, and mask-only")
+    p.add_argument("--compare-mask", action="store_true", help="with --compare-restrict: mask-only at batch 256 too")
+    p.add_argument("--first-chunk-frames", type=int, default=1, help="codec frames in the first audio chunk")
+    p.add_argument("--label", help="free-form label stored in the JSON entry")
+    p.add_argument("--backend", default="vllm", help="HTTP path: server backend (torch: CPU smoke tests)")
+    p.add_argument("--codec-alone", action="store_true", help="HTTP path: also time the codec alone afterwards")
     p.add_argument("--no-codec", action="store_true")
     p.add_argument("--engine-args", help="JSON dict of engine-argument overrides")
     p.add_argument("--server-log", help="HTTP path: file for the server's output")
@@ -693,6 +824,8 @@ def main(argv: list[str] | None = None) -> int:
         codec = codec or c
     entry: dict[str, Any] = {"device": device_name(), "mode": args.mode, "date": time.strftime("%Y-%m-%d %H:%M"),
                              "baseline": args.baseline}
+    if args.label:
+        entry["label"] = args.label
     partial: dict[str, Any] = {}
     try:
         if args.engine_only:
