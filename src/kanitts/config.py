@@ -57,6 +57,10 @@ class CodecConfig(_Section):
     chunk_frames: int = Field(8, ge=1, le=64)
     #: Streams decoded together in one batched codec step.
     max_streams: int = Field(64, ge=1, le=1024)
+    #: ``auto``: bfloat16 on CUDA, float32 elsewhere.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    #: On CUDA: fused activations and CUDA graphs for the batched step (captured at start-up).
+    fast: bool = True
 
 
 class GenerationConfig(_Section):

@@ -72,15 +72,24 @@ class TTSService:
 
         from kanitts.engine.torch_backend import pick_device
 
+        import torch
+
         device = pick_device(self.settings.engine.device)
         c = self.settings.codec
-        self.codec = await asyncio.to_thread(NanoCodec.from_pretrained, c.model, device=str(device))
+        dtype = getattr(torch, c.dtype) if c.dtype != "auto" else (
+            torch.bfloat16 if device.type == "cuda" else torch.float32
+        )
+        self.codec = await asyncio.to_thread(NanoCodec.from_pretrained, c.model, device=str(device), dtype=dtype)
         self.codec_worker = CodecWorker(
             self.codec,
             max_streams=c.max_streams,
             first_chunk_frames=c.first_chunk_frames,
             chunk_frames=c.chunk_frames,
+            fast=c.fast and device.type == "cuda",
         )
+        graphs = await asyncio.to_thread(self.codec_worker.warmup)
+        if graphs:
+            logger.info("codec: %d CUDA graphs captured (%s)", graphs, dtype)
 
     async def _load_language(self, code: str, share: float) -> None:
         cfg = self.settings.languages[code]

@@ -23,6 +23,7 @@ When all slots are taken, new streams wait (FIFO) for one to free up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 
 from kanitts.codec.nanocodec import NanoCodec
+from kanitts.codec.fast import FastStreamingDecoder
 from kanitts.codec.streaming import StreamingDecoder
 
 logger = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class CodecWorker:
         device: str | torch.device | None = None,
         max_pending_frames: int | None = None,
         max_ready_chunks: int = 4,
+        fast: bool | None = None,
     ) -> None:
         if first_chunk_frames < 1 or chunk_frames < 1:
             raise ValueError("chunk sizes must be >= 1 frame")
@@ -99,7 +102,19 @@ class CodecWorker:
         self.chunk_frames = chunk_frames
         self.max_pending_frames = max_pending_frames or 4 * max(chunk_frames, first_chunk_frames)
         self.max_ready_chunks = max(1, max_ready_chunks)
-        self._pool = StreamingDecoder(codec, max_streams)
+        if fast is None:
+            fast = codec.device.type == "cuda"
+        # On CUDA: fused activations + one CUDA graph per (batch bucket, frames), on the
+        # pool's own stream so decoding never serialises behind token generation.
+        self._pool: StreamingDecoder | FastStreamingDecoder
+        if fast:
+            # "ops": compile only the fused pointwise pieces (seconds, not minutes) on CUDA.
+            self._pool = FastStreamingDecoder(
+                codec, max_streams, compile="ops" if codec.device.type == "cuda" else False
+            )
+        else:
+            self._pool = StreamingDecoder(codec, max_streams)
+        self.fast = bool(fast)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kanitts-codec")
         self._free: list[int] = list(range(max_streams - 1, -1, -1))  # pop() -> lowest slot
         self._waiters: deque[asyncio.Future[int]] = deque()
@@ -123,6 +138,14 @@ class CodecWorker:
             streams_started=s.streams_started,
             streams_finished=s.streams_finished,
         )
+
+    def warmup(self) -> int:
+        """Capture the fast path's CUDA graphs before serving (blocking; call it from a
+        thread at start-up). Returns the number of graphs; 0 on the plain path."""
+        if not self.fast:
+            return 0
+        with torch.inference_mode():
+            return self._pool.warmup()  # type: ignore[union-attr]
 
     @property
     def sample_rate(self) -> int:
@@ -290,7 +313,8 @@ class CodecWorker:
         self, groups: dict[int, list[tuple[_Stream, list[list[int]]]]], resets: list[int]
     ) -> list[tuple[_Stream, np.ndarray]]:
         """Runs on the worker thread: the only place the pool's state is touched."""
-        with torch.inference_mode():
+        ctx = self._pool.stream_context() if self.fast else contextlib.nullcontext()
+        with torch.inference_mode(), ctx:
             if resets:
                 self._pool.reset(resets)
             results: list[tuple[_Stream, np.ndarray]] = []
