@@ -52,6 +52,13 @@ BEHAVIOURS = [("full", 4), ("abandon_first_chunk", 3), ("abandon_headers", 2), (
               ("sse", 2), ("oneshot", 2)]
 
 
+def _own_threads() -> int:
+    """Threads that could leak per request: bounded executor pools (asyncio's default
+    executor, encoder/codec workers) grow lazily up to their size and are not counted."""
+    pools = ("asyncio_", "ThreadPoolExecutor", "kanitts-codec")
+    return sum(1 for t in threading.enumerate() if not t.name.startswith(pools))
+
+
 def rss_bytes(pid: int | None = None) -> int | None:
     try:
         text = Path(f"/proc/{pid or 'self'}/status").read_text()
@@ -253,7 +260,7 @@ def run_soak(*, seconds: float, concurrency: int = 8, max_requests: int = 100_00
         wait_idle(url)
         gc.collect()
         tasks_before = server.task_count() if server else None
-        threads_before = threading.active_count()
+        threads_before = _own_threads()
         rss_warm = rss_bytes(pid)
         t0 = time.monotonic()
         stats, problems = asyncio.run(drive(url, seconds, max_requests, concurrency, seed, max_tokens))
@@ -275,7 +282,7 @@ def run_soak(*, seconds: float, concurrency: int = 8, max_requests: int = 100_00
             "problems": problems[:20], "active_streams_after": health.get("active_streams"),
             "queued_after": health.get("queued"), "asyncio_tasks_before": tasks_before,
             "asyncio_tasks_after": tasks_after, "leaked_tasks": leaked[:20],
-            "threads_before": threads_before, "threads_after": threading.active_count(),
+            "threads_before": threads_before, "threads_after": _own_threads(),
             "rss_mib_start": mib(rss_start), "rss_mib_after_warmup": mib(rss_warm), "rss_mib_end": mib(rss_end),
             "rss_growth_mib": (mib(rss_end - rss_warm) if rss_end is not None and rss_warm is not None else None),
             "warmup_requests": warm["sent"],
