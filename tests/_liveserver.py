@@ -30,6 +30,36 @@ def tiny_settings(model: str, codec: str, **overrides: Any) -> Any:
     return load_settings(cli=_merge(cli, overrides), env=False)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_cli(*args: str) -> tuple[Any, str]:
+    """Start ``kanitts serve ARGS --port P`` as a user would; returns (process, base URL)
+    once it reports ready (raises if it does not within 90 s)."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "kanitts.cli", "serve", *args, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url + "/health", timeout=1).json().get("tts_ready"):
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("kanitts serve did not become ready:\n" + (proc.communicate()[0] or ""))
+
+
 class LiveServer:
     """``with LiveServer(app) as srv: httpx.get(srv.url + "/health")``; waits for /ready."""
 

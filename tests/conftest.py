@@ -39,68 +39,17 @@ def tiny_codec(tiny_dir) -> str:
     return str(tiny_dir / "codec.nemo")
 
 
-def tiny_settings(model: str, codec: str, **overrides):
-    """Settings serving one tiny model on CPU with the PyTorch backend."""
-    from kanitts.config import load_settings
-
-    cli = {
-        "multi_language": False,
-        "default_language": "en",
-        "languages": {"en": {"model": model}},
-        "codec": {"model": codec},
-        "engine": {"backend": "torch", "device": "cpu"},
-        "server": {"host": "127.0.0.1", "port": 0},
-    }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(cli.get(key), dict):
-            cli[key] = {**cli[key], **value}
-        else:
-            cli[key] = value
-    return load_settings(None, cli, env=False)
+from _liveserver import LiveServer as _AppServer  # noqa: E402
+from _liveserver import tiny_settings  # noqa: E402,F401  (re-exported for the tests)
 
 
-class LiveServer:
-    """uvicorn on a free loopback port in a background thread."""
+class LiveServer(_AppServer):
+    """A live server for ``settings``: ``create_app(settings)`` on a free loopback port."""
 
     def __init__(self, settings):
-        import socket
-        import threading
-
-        import uvicorn
-
         from kanitts.server.app import create_app
 
-        self.app = create_app(settings)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                           timeout_graceful_shutdown=2)
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        import time
-
-        import httpx
-
-        self.thread.start()
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.url + "/health", timeout=1).json().get("tts_ready"):
-                    return self
-            except Exception:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("server did not become ready")
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(15)
+        super().__init__(create_app(settings))
 
     @property
     def service(self):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
@@ -143,25 +140,11 @@ def test_single_language_mode_loads_one(tiny_model, tiny_codec, tiny_es_dir, tmp
 
 def test_serve_cli_with_config_file(tiny_model, tiny_codec, tiny_es_dir, tmp_path):
     """`kanitts serve --config two-langs.toml` as a user runs it."""
-    import socket
+    from _liveserver import serve_cli
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
     cfg = two_lang_toml(tmp_path, tiny_model, str(tiny_es_dir / "model"), tiny_codec)
-    proc = subprocess.Popen([sys.executable, "-m", "kanitts.cli", "serve", "--config", cfg, "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc, url = serve_cli("--config", cfg)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=1).json()["tts_ready"]:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
         r = httpx.post(url + "/v1/audio/speech", json={"input": "Buenos días a todos, ¿qué tal están?", **SHORT},
                        timeout=60)
         assert r.status_code == 200

@@ -339,26 +339,11 @@ def test_time_to_first_audio_byte_streaming(live_server):
 def test_graceful_shutdown_finishes_streams_in_flight(tiny_model, tiny_codec, tmp_path):
     """SIGTERM while a stream is playing: the stream completes, then the server exits."""
     import signal
-    import socket
-    import subprocess
-    import sys
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    proc = subprocess.Popen([sys.executable, "-m", "kanitts.cli", "serve", "--model", tiny_model, "--codec", tiny_codec,
-                             "--port", str(port), "--backend", "torch", "--device", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    from _liveserver import serve_cli
+
+    proc, url = serve_cli("--model", tiny_model, "--codec", tiny_codec, "--backend", "torch", "--device", "cpu")
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=1).json()["tts_ready"]:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         received = b""
         with httpx.stream("POST", url + "/v1/audio/speech", timeout=60,
                           json={"input": "Hello.", "max_tokens": 202, "min_tokens": 202, "seed": 1,
