@@ -12,8 +12,16 @@ def test_low_vram_uses_bytes_not_fraction():
     a = engine_args_for("low_vram", "/m")
     assert a["model"] == "/m"
     assert a["kv_cache_memory_bytes"] <= 256 * 2**20
-    assert "gpu_memory_utilization" not in a
+    # utilization is only vLLM's start-up free-memory check here: small, so that the codec
+    # (loaded first on the same GPU) cannot make the engine refuse to start
+    assert a["gpu_memory_utilization"] <= 0.05
     assert a["max_num_seqs"] <= 8
+
+
+def test_every_preset_with_bytes_has_a_small_startup_check():
+    for name, preset in MODES.items():
+        if "kv_cache_memory_bytes" in preset:
+            assert preset["gpu_memory_utilization"] <= 0.3, name
 
 
 def test_quantized_modes():
@@ -28,6 +36,8 @@ def test_overrides_one_by_one_and_none_ignored():
     assert a["max_num_seqs"] == 7 and a["dtype"] == "bfloat16" and a["tensor_parallel_size"] == 2
     b = engine_args_for("low_vram", "m", {"gpu_memory_utilization": 0.3})
     assert b["gpu_memory_utilization"] == 0.3 and "kv_cache_memory_bytes" not in b
+    c = engine_args_for("high_performance", "m", {"gpu_memory_utilization": 0.5, "kv_cache_memory_bytes": 1 << 34})
+    assert c["gpu_memory_utilization"] == 0.5 and c["kv_cache_memory_bytes"] == 1 << 34
     # modes are not mutated by overrides
     assert "kv_cache_memory_bytes" in MODES["low_vram"]
 

@@ -723,15 +723,20 @@ async def http_bench(args: argparse.Namespace, model: Path, codec_path: Path) ->
         return out
 
     levels = sorted(set(args.concurrency + args.realtime_levels))
+    # codec slots = the most concurrent streams measured (the server's default, 64, cost the
+    # low_vram server ~4 GiB of codec memory on the H100)
     env = {"KANITTS_CODEC__FIRST_CHUNK_FRAMES": str(args.first_chunk_frames),
-           "KANITTS_CODEC__MAX_STREAMS": str(min(1024, max(64, *levels)))}
+           "KANITTS_CODEC__MAX_STREAMS": str(min(1024, max(levels)))}
     if args.baseline == "seed":
         # the seed's engine configuration (one sequence, 15% of the card, len 512) behind our
         # server and streaming codec; its vLLM full-vocabulary sampler cannot be served here
         # (random weights emit invalid frames, which the server rejects): engine-only measures it
+        # max_model_len 1024, not the seed's 512: an HTTP prompt (~40 tokens with the
+        # full-size test tokenizer) + 500 tokens does not fit in 512 (measured: the stream was
+        # cut at 473 tokens); the length limit changes capacity only, not speed
         with serve_subprocess(model, codec_path, "low_vram", free_port(),
-                              ["--max-num-seqs", "1", "--gpu-memory-utilization", "0.15", "--max-model-len", "512",
-                               "--max-num-batched-tokens", "512"], log_path=args.server_log, env=env,
+                              ["--max-num-seqs", "1", "--gpu-memory-utilization", "0.15", "--max-model-len", "1024",
+                               "--max-num-batched-tokens", "1024"], log_path=args.server_log, env=env,
                               backend=args.backend) as base:
             res["baseline"] = await measure(base, [])
             res["baseline_single_stream_rtf"] = res["baseline"]["single_stream_rtf"]

@@ -14,6 +14,12 @@ bnb_4bit           ``low_vram`` with bitsandbytes 4-bit weights (needs ``bitsand
 
 KV cache per token of the 350M LFM2 backbone: 6 attention layers x K,V x 8 heads x 64 dims x
 2 bytes = 12 KiB, so 2,048 tokens x 4 sequences = 96 MiB.
+
+With ``kv_cache_memory_bytes`` set, vLLM 0.26 uses ``gpu_memory_utilization`` only for a
+start-up check (free memory >= utilization x card, ``vllm/v1/worker/utils.py``
+``request_memory``); its default 0.92 fails whenever the codec (same GPU, loaded first by the
+server) already holds memory -- seen on the H100: high_performance refused to start with
+52 of 79 GiB free. Each preset therefore sets a small utilization that is only that check.
 """
 
 from __future__ import annotations
@@ -39,12 +45,14 @@ MODES: dict[str, dict[str, Any]] = {
         "max_num_seqs": 4,
         "max_num_batched_tokens": 1024,
         "kv_cache_memory_bytes": 128 * MiB,
+        "gpu_memory_utilization": 0.05,  # start-up check only (see above)
     },
     "balanced": {
         **_COMMON,
         "max_num_seqs": 64,
         "max_num_batched_tokens": 4096,
         "kv_cache_memory_bytes": 2 * GiB,
+        "gpu_memory_utilization": 0.1,
     },
     "high_performance": {
         **_COMMON,
@@ -54,12 +62,15 @@ MODES: dict[str, dict[str, Any]] = {
         # card, so the batched codec (same GPU) keeps its memory. Measured on the H100: at
         # util 0.85 vLLM held 68 GB and the codec ran out of memory at 256 streams.
         "kv_cache_memory_bytes": 16 * GiB,
+        # start-up check only; 0.5 measured on the H100 with the server's codec loaded first
+        "gpu_memory_utilization": 0.3,
     },
     "fp8": {
         **_COMMON,
         "max_num_seqs": 64,
         "max_num_batched_tokens": 4096,
         "kv_cache_memory_bytes": 2 * GiB,
+        "gpu_memory_utilization": 0.1,
         "quantization": "fp8",
     },
     "bnb_4bit": {
@@ -67,6 +78,7 @@ MODES: dict[str, dict[str, Any]] = {
         "max_num_seqs": 4,
         "max_num_batched_tokens": 1024,
         "kv_cache_memory_bytes": 128 * MiB,
+        "gpu_memory_utilization": 0.05,
         "quantization": "bitsandbytes",
     },
 }
@@ -78,7 +90,8 @@ def engine_args_for(mode: str, model: str, overrides: dict[str, Any] | None = No
     """vLLM engine arguments for ``mode``; ``overrides`` win key by key (None values ignored).
 
     ``gpu_memory_utilization`` given as an override while the mode sets
-    ``kv_cache_memory_bytes`` drops the latter (vLLM ignores the fraction otherwise).
+    ``kv_cache_memory_bytes`` drops the latter (vLLM ignores the fraction otherwise): the
+    fraction then sizes the KV cache, as in vLLM.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
