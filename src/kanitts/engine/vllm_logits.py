@@ -333,7 +333,7 @@ class KaniCodebookLogitsProcessor(_LPBase):  # type: ignore[misc,valid-type]
         self.slots = m  # state rows (graph buckets pad up to here)
         self.rows: list[_Row | None] = [None] * m
         self.young: set[int] = set()
-        i64 = dict(dtype=torch.int64, device=dev)
+        i64 = {"dtype": torch.int64, "device": dev}
         self.last = torch.full((m,), -1, **i64)
         self.pend = torch.full((m,), -1, **i64)
         self.step = torch.zeros((m,), **i64)
