@@ -113,3 +113,11 @@ def test_speakers_from_config(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "lfm2"}')
     assert p.read_speakers(tmp_path) is None
     assert p.read_speakers(tmp_path / "missing") is None
+
+
+def test_with_opening_teacher_forces_the_training_layout():
+    prompt = [p.START_OF_HUMAN, 1, 5, p.END_OF_TEXT, p.END_OF_HUMAN]
+    assert p.with_opening(prompt) == [*prompt, p.START_OF_AI, p.START_OF_SPEECH]
+    assert p.with_opening([7, 8]) == [7, 8]  # other templates untouched
+    c = p.SpeechConstraint.for_prompt(p.with_opening(prompt))
+    assert c.allowed()[1] == p.allowed_range(0)

@@ -31,9 +31,21 @@ async def test_constrained_generation_gives_only_valid_frames(backend):
         parser = p.FrameParser()
         frames = parser.feed(toks)  # raises on any malformed token
         parser.close()
-        assert toks[:2] == [p.START_OF_AI, p.START_OF_SPEECH] or toks[0] == p.START_OF_SPEECH
+        # the opening [START_OF_AI, START_OF_SPEECH] is teacher-forced: audio comes first
+        assert p.AUDIO_TOKEN_START <= toks[0] < p.AUDIO_TOKEN_START + p.CODEBOOK_SIZE
         assert len(frames) >= 1
         assert all(len(f) == 4 and all(0 <= c < p.CODEBOOK_SIZE for c in f) for f in frames)
+
+
+async def test_without_forced_opening_the_model_generates_it(tiny_model):
+    b = TorchBackend(tiny_model, device="cpu", force_opening=False)
+    await b.start()
+    try:
+        toks = await run(b, SamplingParams(max_tokens=10, seed=0))
+    finally:
+        await b.close()
+    assert toks[:2] == [p.START_OF_AI, p.START_OF_SPEECH] or toks[0] == p.START_OF_SPEECH
+    assert p.FrameParser().feed(toks) is not None
 
 
 async def test_unconstrained_random_model_is_rejected_not_misdecoded(backend):

@@ -55,8 +55,10 @@ class CodecConfig(_Section):
     first_chunk_frames: int = Field(2, ge=1, le=32)
     #: Frames per later chunk: larger, for throughput.
     chunk_frames: int = Field(8, ge=1, le=64)
-    #: Streams decoded together in one batched codec step.
-    max_streams: int = Field(64, ge=1, le=1024)
+    #: Streams decoded together in one batched codec step (the codec's slot pool). Unset:
+    #: the engines' max_num_seqs summed over the loaded languages with vLLM (capped at 256),
+    #: 64 with the PyTorch backend.
+    max_streams: int | None = Field(None, ge=1, le=1024)
     #: ``auto``: bfloat16 on CUDA, float32 elsewhere.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     #: On CUDA: fused activations and CUDA graphs for the batched step (captured at start-up).

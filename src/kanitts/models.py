@@ -59,6 +59,28 @@ def describe_language(code: str, cfg: LanguageConfig) -> tuple[str, list[str], s
     return path, voices, default
 
 
+def backend_kind(settings: Settings) -> str:
+    """``vllm`` or ``torch``: what ``engine.backend`` resolves to on this machine."""
+    kind = settings.engine.backend
+    if kind == "auto":
+        kind = "vllm" if _vllm_usable() else "torch"
+    return kind
+
+
+def codec_pool_size(settings: Settings) -> int:
+    """Codec slots: enough for every stream the engines can run at once, no more (each
+    slot holds per-layer state and its CUDA graphs' activations)."""
+    if settings.codec.max_streams is not None:
+        return settings.codec.max_streams
+    if backend_kind(settings) != "vllm":
+        return 64
+    from kanitts.engine.modes import engine_args_for
+
+    per_engine = engine_args_for(settings.engine.mode, "", settings.engine.vllm_overrides()).get("max_num_seqs", 64)
+    replicas = max(1, len(settings.engine.gpus or []) or settings.engine.data_parallel_size)
+    return max(1, min(256, int(per_engine) * replicas * len(settings.active_languages())))
+
+
 def build_backend(settings: Settings, model_path: str, *, share: float = 1.0) -> GenerationBackend:
     """The configured backend for one model (``share``: its fraction of GPU memory
     when several models share a card)."""
@@ -68,9 +90,7 @@ def build_backend(settings: Settings, model_path: str, *, share: float = 1.0) ->
         from kanitts.engine.replicas import ReplicaPool
 
         return ReplicaPool(settings, model_path, share=share)
-    kind = settings.engine.backend
-    if kind == "auto":
-        kind = "vllm" if _vllm_usable() else "torch"
+    kind = backend_kind(settings)
     if kind == "vllm":
         from kanitts.engine.modes import engine_args_for
         from kanitts.engine.vllm_backend import VllmBackend

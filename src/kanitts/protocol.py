@@ -190,6 +190,21 @@ def speakers_from_config(cfg: dict[str, Any]) -> list[str] | None:
     return [str(s) for s in speakers]
 
 
+#: The model's opening after the human turn (training layout
+#: ``[SOH, BOS, text, EOT, EOH, SOA, SOS, codes..., EOS, EOA]``).
+OPENING = (START_OF_AI, START_OF_SPEECH)
+
+
+def with_opening(prompt_ids: Sequence[int]) -> list[int]:
+    """Teacher-force the opening: a prompt that ends with END_OF_HUMAN gets
+    ``[START_OF_AI, START_OF_SPEECH]`` appended, so the first generated token is already
+    audio (two decode steps fewer before the first frame) and the constraint state after
+    the prompt is known. Prompts of other templates are returned unchanged."""
+    if prompt_ids and prompt_ids[-1] == END_OF_HUMAN:
+        return [*prompt_ids, *OPENING]
+    return list(prompt_ids)
+
+
 class SpeechConstraint:
     """Which ids may come next, so that every generated frame is valid.
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kanitts.config import Settings
-from kanitts.models import VoiceModel, build_backend, describe_language, load_tokenizer
+from kanitts.models import VoiceModel, build_backend, codec_pool_size, describe_language, load_tokenizer
 from kanitts.routing import Route, Router
 from kanitts.synthesis import Synthesis, SynthesisOptions, Synthesizer
 
@@ -82,7 +82,7 @@ class TTSService:
         self.codec = await asyncio.to_thread(NanoCodec.from_pretrained, c.model, device=str(device), dtype=dtype)
         self.codec_worker = CodecWorker(
             self.codec,
-            max_streams=c.max_streams,
+            max_streams=codec_pool_size(self.settings),
             first_chunk_frames=c.first_chunk_frames,
             chunk_frames=c.chunk_frames,
             fast=c.fast and device.type == "cuda",

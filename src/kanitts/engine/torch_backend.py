@@ -23,7 +23,7 @@ import torch
 
 from kanitts.engine.base import GenerationBackend, SamplingParams
 from kanitts.hub import ModelLoadError, resolve_dir
-from kanitts.protocol import SpeechConstraint
+from kanitts.protocol import SpeechConstraint, with_opening
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ class TorchBackend(GenerationBackend):
         dtype: str = "auto",
         tokens_per_turn: int = 4,
         max_active: int = 64,
+        force_opening: bool = True,
     ) -> None:
         super().__init__()
         self.model_id = model
@@ -134,6 +135,8 @@ class TorchBackend(GenerationBackend):
         self.dtype = pick_dtype(dtype, self.device)
         self.tokens_per_turn = tokens_per_turn
         self.max_active = max_active
+        #: Teacher-force ``[START_OF_AI, START_OF_SPEECH]`` after the prompt (as vLLM does).
+        self.force_opening = force_opening
         self._model: Any = None
         self._cache_kw = "past_key_values"
         self._incoming: queue.Queue[_Request | None] = queue.Queue()
@@ -251,9 +254,10 @@ class TorchBackend(GenerationBackend):
         model = self._model
         p = req.params
         if req.cache is None and req.next_input is None:
-            req.next_input = torch.tensor([req.prompt], dtype=torch.long, device=self.device)
-            req.history = torch.tensor(req.prompt, dtype=torch.long, device=self.device)
-            req.constraint = SpeechConstraint() if p.constrained else None
+            prompt = with_opening(req.prompt) if self.force_opening else req.prompt
+            req.next_input = torch.tensor([prompt], dtype=torch.long, device=self.device)
+            req.history = torch.tensor(prompt, dtype=torch.long, device=self.device)
+            req.constraint = SpeechConstraint.for_prompt(prompt) if p.constrained else None
             if p.seed is not None:
                 req.generator = torch.Generator(device=self.device).manual_seed(p.seed)
         new: list[int] = []

@@ -17,7 +17,7 @@ from typing import Any
 
 from kanitts.engine.base import GenerationBackend, SamplingParams
 from kanitts.engine.vllm_logits import EXTRA_ARGS_KEY, LOGITS_PROCESSOR_FQCN, RESTRICT_MODES
-from kanitts.protocol import END_OF_HUMAN, END_OF_TEXT, START_OF_AI, START_OF_HUMAN, START_OF_SPEECH, START_OF_TEXT
+from kanitts.protocol import END_OF_HUMAN, END_OF_TEXT, OPENING, START_OF_HUMAN, START_OF_TEXT, with_opening  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -90,21 +90,6 @@ def build_sampling_params(params: SamplingParams, sp_cls: Any, *, output_kind: A
 def warmup_prompt(i: int = 0) -> list[int]:
     """A short prompt in the training layout (random text ids: the weights don't care)."""
     return [START_OF_HUMAN, START_OF_TEXT, *[3 + (i * 7 + j) % 200 for j in range(8)], END_OF_TEXT, END_OF_HUMAN]
-
-
-#: The model's opening after the human turn; the training layout is
-#: ``[SOH, BOS, text, EOT, EOH, SOA, SOS, codes..., EOS, EOA]``.
-OPENING = (START_OF_AI, START_OF_SPEECH)
-
-
-def with_opening(prompt_ids: list[int]) -> list[int]:
-    """Teacher-force the opening: a prompt that ends with END_OF_HUMAN gets
-    ``[START_OF_AI, START_OF_SPEECH]`` appended, so the first generated token is already
-    audio (codebook 0): two decode steps fewer before the first frame, and the token state
-    after the prompt is fully known. Other prompts (custom templates) are left as they are."""
-    if prompt_ids and prompt_ids[-1] == END_OF_HUMAN:
-        return [*prompt_ids, *OPENING]
-    return list(prompt_ids)
 
 
 class VllmBackend(GenerationBackend):
