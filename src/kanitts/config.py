@@ -146,8 +146,9 @@ class ServerConfig(_Section):
     max_input_chars: int = Field(8192, ge=1)
     #: Largest accepted request body, in bytes.
     max_body_bytes: int = Field(1_000_000, ge=1024)
-    #: Syntheses running at once; more wait in the queue.
-    max_concurrent: int = Field(64, ge=1)
+    #: Syntheses running at once; more wait in the queue. Unset: what the engines can batch
+    #: (max_num_seqs summed over languages and replicas) with vLLM, 64 with PyTorch.
+    max_concurrent: int | None = Field(None, ge=1)
     #: Syntheses allowed to wait; beyond it requests get 429 with Retry-After.
     max_queue: int = Field(256, ge=0)
     #: Seconds a queued request waits for a slot before 503.

@@ -67,18 +67,32 @@ def backend_kind(settings: Settings) -> str:
     return kind
 
 
-def codec_pool_size(settings: Settings) -> int:
-    """Codec slots: enough for every stream the engines can run at once, no more (each
-    slot holds per-layer state and its CUDA graphs' activations)."""
-    if settings.codec.max_streams is not None:
-        return settings.codec.max_streams
+def engine_capacity(settings: Settings) -> int:
+    """Streams the engines can generate at once: vLLM's max_num_seqs summed over the loaded
+    languages and replicas; 64 for the PyTorch backend (it round-robins any number)."""
     if backend_kind(settings) != "vllm":
         return 64
     from kanitts.engine.modes import engine_args_for
 
     per_engine = engine_args_for(settings.engine.mode, "", settings.engine.vllm_overrides()).get("max_num_seqs", 64)
     replicas = max(1, len(settings.engine.gpus or []) or settings.engine.data_parallel_size)
-    return max(1, min(256, int(per_engine) * replicas * len(settings.active_languages())))
+    return max(1, int(per_engine) * replicas * len(settings.active_languages()))
+
+
+def codec_pool_size(settings: Settings) -> int:
+    """Codec slots: enough for every stream the engines can run at once, no more (each
+    slot holds per-layer state and its CUDA graphs' activations), at most 256 by default."""
+    if settings.codec.max_streams is not None:
+        return settings.codec.max_streams
+    return min(256, engine_capacity(settings))
+
+
+def admission_limit(settings: Settings) -> int:
+    """Syntheses admitted at once (``server.max_concurrent``; unset: the engines' capacity,
+    so a big batch is not throttled by the HTTP layer)."""
+    if settings.server.max_concurrent is not None:
+        return settings.server.max_concurrent
+    return engine_capacity(settings)
 
 
 def build_backend(settings: Settings, model_path: str, *, share: float = 1.0) -> GenerationBackend:

@@ -24,7 +24,7 @@ config file's ``args``):
 ``max_replicas``            autoscaling upper bound
 ``initial_replicas``        autoscaling start value
 ``target_ongoing_requests`` autoscaling target per replica (default: half of max_ongoing)
-``max_ongoing_requests``    requests one replica accepts at once (default: server.max_concurrent)
+``max_ongoing_requests``    requests one replica accepts at once (default: server.max_concurrent, or the engines' capacity)
 ``num_gpus``                GPUs per replica (default 1 when the engine device is not cpu, else 0)
 ``num_cpus``                CPUs per replica (default 1)
 ``name``                    deployment name (default ``KaniTTS``)
@@ -115,7 +115,9 @@ def deployment_options(args: dict[str, Any], settings: Any) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown app_builder argument(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     cpu_only = str(settings.engine.device) == "cpu"
-    max_ongoing = _num(args, "max_ongoing_requests", int, settings.server.max_concurrent)
+    from kanitts.models import admission_limit
+
+    max_ongoing = _num(args, "max_ongoing_requests", int, admission_limit(settings))
     opts: dict[str, Any] = {
         "name": str(args.get("name") or "KaniTTS"),
         "max_ongoing_requests": max_ongoing,

@@ -44,7 +44,9 @@ def create_app(
     """Build the app. ``service`` may be injected (tests); ``on_fatal`` is called with a
     one-line message when the models cannot load (the CLI stops the server)."""
     svc = service or TTSService(settings)
-    admission = Admission(settings.server.max_concurrent, settings.server.max_queue,
+    from kanitts.models import admission_limit
+
+    admission = Admission(admission_limit(settings), settings.server.max_queue,
                           settings.server.queue_timeout_seconds)
 
     @contextlib.asynccontextmanager
