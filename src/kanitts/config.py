@@ -59,6 +59,9 @@ class CodecConfig(_Section):
     #: the engines' max_num_seqs summed over the loaded languages with vLLM (capped at 256),
     #: 64 with the PyTorch backend.
     max_streams: int | None = Field(None, ge=1, le=1024)
+    #: Where the codec runs: ``auto`` follows ``engine.device``; ``cpu`` keeps the server
+    #: process off the GPU (no second CUDA context: the smallest GPU footprint).
+    device: str = "auto"
     #: ``auto``: bfloat16 on CUDA, float32 elsewhere.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     #: On CUDA: fused activations and CUDA graphs for the batched step (captured at start-up).

@@ -74,8 +74,8 @@ class TTSService:
 
         import torch
 
-        device = pick_device(self.settings.engine.device)
         c = self.settings.codec
+        device = pick_device(self.settings.engine.device if c.device == "auto" else c.device)
         dtype = getattr(torch, c.dtype) if c.dtype != "auto" else (
             torch.bfloat16 if device.type == "cuda" else torch.float32
         )
