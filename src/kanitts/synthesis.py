@@ -338,7 +338,8 @@ class Synthesizer:
                 for gen in (frames_gen, tokens):
                     with contextlib.suppress(RuntimeError):
                         await gen.aclose()  # type: ignore[attr-defined]
-            if ev.stopped_by is None and not hit_stop and generated >= max_tokens:
+            fixed_length = opts.min_tokens >= max_tokens  # benchmarks ask for exactly this many
+            if ev.stopped_by is None and not hit_stop and generated >= max_tokens and not fixed_length:
                 ev.stopped_by = "length"
                 logger.warning(
                     "request %s chunk %d: stopped at its length bound (%d tokens) without an end of speech",
