@@ -52,7 +52,7 @@ class LanguageConfig(_Section):
 class CodecConfig(_Section):
     model: str = DEFAULT_CODEC
     #: Frames in the first streamed chunk (80 ms each): small, so audio starts fast.
-    first_chunk_frames: int = Field(2, ge=1, le=32)
+    first_chunk_frames: int = Field(1, ge=1, le=32)
     #: Frames per later chunk: larger, for throughput.
     chunk_frames: int = Field(8, ge=1, le=64)
     #: Streams decoded together in one batched codec step (the codec's slot pool). Unset:
