@@ -16,15 +16,15 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def tiny_settings(model: str, codec: str, **overrides: Any) -> Any:
+def tiny_settings(model_path: str, codec_path: str, **overrides: Any) -> Any:
     """Settings serving the tiny checkpoint on CPU with the torch backend (no env)."""
     from kanitts.config import load_settings
 
     cli = {
-        "languages": {"en": {"model": model}},
+        "languages": {"en": {"model": model_path}},
         "default_language": "en",
         "multi_language": False,
-        "codec": {"model": codec},
+        "codec": {"model": codec_path},
         "engine": {"backend": "torch", "device": "cpu", "warmup": False},
     }
     return load_settings(cli=_merge(cli, overrides), env=False)
