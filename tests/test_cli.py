@@ -97,6 +97,11 @@ def test_config_show_names_sources(tmp_path):
     assert rows["generation.temperature"]["source"] == "default"
     r = run("config", "show", "--config", str(cfg))
     assert "server.port" in r.stdout and "# file:" in r.stdout
+    # --model shows what `serve --model` uses: that model alone, for the default language
+    r = run("config", "show", "--model", "/some/model", "--json")
+    rows = {row["key"]: row for row in json.loads(r.stdout)}
+    assert rows["languages.en.model"] == {"key": "languages.en.model", "value": "/some/model", "source": "cli"}
+    assert rows["multi_language"]["value"] is False and rows["multi_language"]["source"] == "cli"
 
 
 def test_help_lists_commands():

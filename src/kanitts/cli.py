@@ -198,12 +198,11 @@ def _make_tiny(args: argparse.Namespace) -> int:
 def _config_show(args: argparse.Namespace) -> int:
     from kanitts.config import explain_settings
 
+    settings = settings_from_args(args)
     cli = cli_overrides(args)
-    cli.pop("_single_model", None)
-    if getattr(args, "model", None):
-        lang = args.language or "en"
-        cli.setdefault("languages", {})[lang] = {"model": args.model}
-    rows = explain_settings(args.config, cli)
+    if cli.pop("_single_model", None) is not None:
+        cli.setdefault("languages", {})[settings.default_language] = {"model": args.model}
+    rows = explain_settings(args.config, cli, settings=settings)
     if args.json:
         print(json.dumps([{"key": k, "value": v, "source": s} for k, v, s in rows], indent=2))
         return 0

@@ -407,14 +407,18 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def explain_settings(
-    config_file: str | Path | None = None, cli: dict[str, Any] | None = None
+    config_file: str | Path | None = None,
+    cli: dict[str, Any] | None = None,
+    settings: Settings | None = None,
 ) -> list[tuple[str, Any, str]]:
     """(key, effective value, source) for every leaf key — for ``kanitts config show``.
 
     The source is the highest layer that set the key (or a parent table of it):
-    ``cli``, ``env``, ``file:PATH`` or ``default``.
+    ``cli``, ``env``, ``file:PATH`` or ``default``. ``settings``: the effective object when
+    the caller built it (the CLI does, so ``config show`` shows exactly what ``serve`` uses).
     """
-    settings = load_settings(config_file, cli)
+    if settings is None:
+        settings = load_settings(config_file, cli)
     file_path = config_file or os.environ.get("KANITTS_CONFIG")
     layers: list[tuple[str, dict[str, Any]]] = [
         ("cli", _flatten(_drop_none(cli or {}))),

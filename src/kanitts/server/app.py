@@ -186,7 +186,6 @@ def create_app(
             "X-Kanitts-Voice": route.voice or "",
             "X-Kanitts-Language": route.language,
             "X-Kanitts-Model": route.model.model_id,
-            "X-Request-Id": rid,
         }
         if fmt == "pcm":
             headers.update({"X-Sample-Rate": str(SAMPLE_RATE), "X-Channels": "1", "X-Bit-Depth": "16"})
