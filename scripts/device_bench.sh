@@ -9,12 +9,15 @@
 #   lowmem      floor, then engine-level low_vram as preset and with the memory options
 #   http_low    HTTP path, low_vram, with --baseline seed
 #   http_low_mem  HTTP path, low_vram + enforce_eager, 256 batched tokens, expandable segments
-#   http_hp     HTTP path, high_performance (1/16/256 + 384 streams), codec alone afterwards
+#   http_hp     HTTP path, high_performance (1/16/256 + 384 streams), --baseline seed, codec alone afterwards
+#   http_low_cpu  HTTP path, low_vram with codec.device=cpu (one CUDA context: the engine's)
+#   profile     where a single stream's decode step goes inside vLLM (scripts/device_vllm_profile.py)
 #   low_vram|bnb_4bit|fp8|balanced   engine-level runs of those presets;  gputest   GPU suite
+# KANITTS_SRC: run another copy of src/ (e.g. a snapshot of HEAD while the tree is being edited).
 # Results: $OUT/h100.json (one entry per run), $OUT/log-*.txt. Env: KB_T (per-step timeout, s).
 set -uo pipefail
 . /tmp/vllm-site/env.sh
-export PYTHONPATH="$PWD/src:$PWD/scripts:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+export PYTHONPATH="${KANITTS_SRC:-$PWD/src}:$PWD/scripts:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 [ -d /tmp/extra-site ] && export PYTHONPATH="$PYTHONPATH:/tmp/extra-site"
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 J="$OUT/h100.json"
@@ -64,7 +67,12 @@ EOF
             $B --mode low_vram --concurrency 1,4 --realtime-levels 4 --label http-low_vram-eager-expandable \
             --engine-args '{"enforce_eager": true, "max_num_batched_tokens": 256}' --server-log "$OUT/log-server-lowmem.txt" 2>&1 \
             | tee "$OUT/log-http-lowmem.txt" | grep -E "$F" | cut -c1-600 ;;
-    http_hp) timeout ${KB_T:-300} $B --mode high_performance --concurrency 1,16,256 --realtime-levels 384 --codec-alone \
+    http_low_cpu) KANITTS_CODEC__DEVICE=cpu timeout ${KB_T:-300} $B --mode low_vram --concurrency 1,4 --realtime-levels 4 \
+            --label http-low_vram-codec-cpu --server-log "$OUT/log-server-low-cpu.txt" 2>&1 \
+            | tee "$OUT/log-http-low-cpu.txt" | grep -E "$F" | cut -c1-600 ;;
+    profile) timeout ${KB_T:-300} python3 scripts/device_vllm_profile.py --json "$OUT/profile.json" ${PROFILE_ARGS:-} 2>&1 \
+            | tee "$OUT/log-profile.txt" | grep -E "^==|^   |Error|error" | cut -c1-300 ;;
+    http_hp) timeout ${KB_T:-300} $B --mode high_performance --baseline seed --concurrency 1,16,256 --realtime-levels 384 --codec-alone \
             --label http-high_performance --server-log "$OUT/log-server-hp.txt" 2>&1 \
             | tee "$OUT/log-http-hp.txt" | grep -E "$F" | cut -c1-600 ;;
     low_vram|bnb_4bit) timeout 240 $B --engine-only --mode $step --concurrency 1,4 --realtime-levels 4 2>&1 \
