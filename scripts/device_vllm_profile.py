@@ -36,7 +36,7 @@ from typing import Any
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, os.environ.get("KANITTS_SRC") or str(ROOT / "src"))
 
 from kanitts.bench import ensure_assets
 from kanitts.engine.base import SamplingParams
