@@ -14,7 +14,11 @@ generated token:
   wall and GPU busy is attributed to named code.
 
 Variants (each its own engine): ``restricted`` = our preset + the kanitts logits processor
-(the serving path), ``plain`` = same engine with no logits processor, greedy (vLLM's floor).
+(the serving path), ``plain`` = same engine with no logits processor, greedy (vLLM's floor),
+``sampled`` = no processor, vLLM's own sampler (temperature 0.6, top-p 0.95, repetition 1.1).
+``--batch N`` also times N concurrent requests (aggregate tokens/s). ``VLLM_USE_V2_MODEL_RUNNER=1``
+in the environment measures vLLM's experimental model runner V2 (it refuses custom logits
+processors, so only ``plain``/``sampled`` run there).
 Usage on the device (after the vLLM bundle): ``python3 scripts/device_vllm_profile.py
 [--mode low_vram] [--tokens 300] [--variants restricted,plain]``. Prints ``PROFILE {json}``
 lines; ``--json FILE`` appends them.
@@ -80,21 +84,22 @@ def host_breakdown(stats: pstats.Stats, tokens: int, n: int = 28) -> list[dict[s
     return [{"by": "cumtime", "rows": keep}, {"by": "tottime", "rows": by_tot}]
 
 
-def run_variant(name: str, mode: str, model: str, tokens: int, out: list[dict[str, Any]]) -> None:
+def run_variant(name: str, mode: str, model: str, tokens: int, out: list[dict[str, Any]], batch: int = 0,
+                overrides: dict[str, Any] | None = None) -> None:
     import torch
     from vllm import LLM
     from vllm import SamplingParams as VSP
 
-    restrict = "sample" if name == "restricted" else "off"
-    backend = VllmBackend(model, engine_args_for(mode, model), warmup=False, restrict=restrict)
+    restrict = {"restricted": "sample", "masked": "mask"}.get(name, "off")
+    backend = VllmBackend(model, engine_args_for(mode, model, overrides), warmup=False, restrict=restrict)
     args = backend.full_engine_args()
     args.pop("enable_log_requests", None)
     t0 = time.perf_counter()
     llm = LLM(**args)
     start_s = time.perf_counter() - t0
     params = SamplingParams(max_tokens=tokens, min_tokens=tokens)
-    if name == "plain":
-        params = params.with_(constrained=False, temperature=0.0)
+    if name in ("plain", "sampled"):
+        params = params.with_(constrained=False)
     kw = sampling_kwargs(params, restrict)
     if name == "plain":
         kw.update(temperature=0.0, top_p=1.0, repetition_penalty=1.0)
@@ -114,9 +119,19 @@ def run_variant(name: str, mode: str, model: str, tokens: int, out: list[dict[st
         n = gen()
         walls.append((time.perf_counter() - t) / n * 1e3)
     rec: dict[str, Any] = {"variant": name, "mode": mode, "tokens": tokens, "engine_start_s": round(start_s, 1),
+                           "model_runner": "v2" if os.environ.get("VLLM_USE_V2_MODEL_RUNNER") == "1" else "v1",
                            "ms_per_token_runs": [round(w, 3) for w in walls],
                            "ms_per_token": round(statistics.median(walls), 3),
                            "rtf": round(statistics.median(walls) / 20.0, 4)}
+    if batch > 1:
+        prompts = [{"prompt_token_ids": with_opening(warmup_prompt(i))} for i in range(batch)]
+        llm.generate(prompts, sp, use_tqdm=False)
+        t = time.perf_counter()
+        res = llm.generate(prompts, sp, use_tqdm=False)
+        dt = time.perf_counter() - t
+        ntok = sum(len(r.outputs[0].token_ids) for r in res)
+        rec[f"batch{batch}_tok_s"] = round(ntok / dt, 1)
+        print(f"== {name}/{mode}: batch {batch}: {rec[f'batch{batch}_tok_s']} tok/s aggregate", flush=True)
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -160,13 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, default=300)
     ap.add_argument("--variants", default="restricted,plain")
     ap.add_argument("--assets", default="/tmp/kanitts-bench")
+    ap.add_argument("--batch", type=int, default=0, help="also time this many concurrent requests")
+    ap.add_argument("--engine-args", help="JSON dict of engine-argument overrides")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     model, _codec = ensure_assets(a.assets)
     out: list[dict[str, Any]] = []
     for v in a.variants.split(","):
         try:
-            run_variant(v, a.mode, str(model), a.tokens, out)
+            run_variant(v, a.mode, str(model), a.tokens, out, a.batch, json.loads(a.engine_args or "{}"))
         except Exception as e:  # noqa: BLE001 - keep the other variant's figures
             import traceback
 
