@@ -51,6 +51,7 @@ def test_helpers() -> None:
 def test_cpu_defaults_are_eager(codec: NanoCodec) -> None:
     pool = FastStreamingDecoder(codec, 4)
     assert pool.stats()["compiled"] is False and pool.stats()["cuda_graphs"] is False
+    assert pool.stats()["layout"] == "ncl"  # tests/test_codec_fast_nlc.py covers "nlc"
     assert pool.stream is None
 
 
