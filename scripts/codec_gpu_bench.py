@@ -5,6 +5,16 @@ codec_h100.json (and prints a table) to $OUT, or to benchmarks/ when OUT is unse
 Full-size random weights (864 channels, ~31.5M decoder parameters), built in memory.
 Every section runs under a wall-clock budget (BENCH_BUDGET_S, default 470 s) and in its own
 try/except so one failure loses nothing else.
+
+Runs (env):
+* default: the channels-last ("nlc") walk against the current best ("ncl" opsgraph_bf16)
+  in one table: accuracy, throughput of BENCH_VARIANTS in that order (default
+  ``opsgraph_nlc_bf16,opsgraph_bf16,opsgraph_nlc_nopad_bf16,graph_bf16``; slower variants
+  such as ``eager_bf16`` only when listed), a profile of the nlc and ncl opsgraph variants
+  at b256 f8 (BENCH_PROFILE, same syntax), batch-1 latency.
+* BENCH_SECOND=1: run 2 of benchmarks/codec_h100.txt (ncl only).
+* BENCH_FIRST=1: run 1 (whole-step torch.compile; its compile took 372 s).
+* BENCH_CPU=1: a CPU dry run of the script's logic on the tiny codec.
 """
 
 from __future__ import annotations
@@ -172,22 +182,35 @@ def work() -> None:
 
 
 VARIANTS = {
-    # name: (dtype, compile, cuda_graphs, fused_ops)
-    "eager_fp32": (torch.float32, False, False, False),
-    "eager_bf16": (torch.bfloat16, False, False, False),
-    "graph_bf16": (torch.bfloat16, False, True, False),
-    "fast_bf16": (torch.bfloat16, not DRY, True, True),
-    "opsgraph_bf16": (torch.bfloat16, "ops", True, True),
+    # name: (dtype, compile, cuda_graphs, fused_ops, layout, pad_channels)
+    "eager_fp32": (torch.float32, False, False, False, "ncl", 1),
+    "eager_bf16": (torch.bfloat16, False, False, False, "ncl", 1),
+    "graph_bf16": (torch.bfloat16, False, True, False, "ncl", 1),
+    "fast_bf16": (torch.bfloat16, not DRY, True, True, "ncl", 1),
+    "opsgraph_bf16": (torch.bfloat16, "ops", True, True, "ncl", 1),
+    # channels-last walk: fused bias/residual/activation kernels, no cuDNN transposes
+    "opsgraph_nlc_bf16": (torch.bfloat16, "ops", True, True, "nlc", 8),
+    "opsgraph_nlc_nopad_bf16": (torch.bfloat16, "ops", True, True, "nlc", 1),
+    # accuracy only: the nlc walk un-compiled in float32 (cuDNN channels_last convs)
+    "fused_eager_nlc_fp32": (torch.float32, False, False, True, "nlc", 8),
 }
 POOLS: dict[str, FastStreamingDecoder] = {}
 
 
 def pool(name: str) -> FastStreamingDecoder:
     if name not in POOLS:
-        dtype, comp, graphs, fused = VARIANTS[name]
+        dtype, comp, graphs, fused, layout, pad = VARIANTS[name]
         POOLS[name] = FastStreamingDecoder(
-            codec, POOL, dtype=dtype, compile=comp, cuda_graphs=graphs, fused_ops=fused
+            codec,
+            POOL,
+            dtype=dtype,
+            compile=comp,
+            cuda_graphs=graphs,
+            fused_ops=fused,
+            layout=layout,
+            pad_channels=pad,
         )
+        log(name, "pool", POOLS[name].stats())
     return POOLS[name]
 
 
@@ -201,6 +224,13 @@ def stream_decode(p: FastStreamingDecoder, codes: torch.Tensor, chunks: list[int
         t += n
     sync()
     return torch.cat(outs, -1).float()
+
+
+def graphs_compiled() -> int:
+    """Graphs dynamo compiled in this process so far (recompiles included)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 @section("accuracy")
@@ -217,6 +247,8 @@ def accuracy() -> None:
             t = time.perf_counter()
             if name == "fused_eager_fp32":
                 p = FastStreamingDecoder(codec, 8, compile=False, cuda_graphs=False, fused_ops=True)
+            elif name == "fused_eager_nlc_fp32":
+                p = FastStreamingDecoder(codec, 8, compile=False, cuda_graphs=False, layout="nlc")
             else:
                 p = pool(name)
             out = stream_decode(p, codes, chunks)
@@ -226,6 +258,7 @@ def accuracy() -> None:
                 "rel_l2": float((out - ref).norm() / ref.norm()),
                 "finite": bool(torch.isfinite(out).all()),
                 "first_call_s": round(time.perf_counter() - t, 1),
+                "dynamo_graphs_so_far": graphs_compiled(),
             }
             log(name, acc[name])
         except Exception as exc:  # noqa: BLE001
@@ -296,7 +329,7 @@ def run_grid(name: str, batches, frame_list, need: float) -> None:
 @section("latency", 20)
 def latency() -> None:
     lat = {}
-    for name in ["fast_bf16", "graph_bf16", "eager_bf16"]:
+    for name in ["opsgraph_nlc_bf16", "opsgraph_bf16", "fast_bf16", "graph_bf16", "eager_bf16"]:
         p = POOLS.get(name)
         if p is None:
             continue
@@ -329,6 +362,8 @@ def categorize(name: str) -> str:
     n = name.lower()
     if "memcpy" in n or "memset" in n:
         return "memcpy/memset"
+    if "nchwtonhwc" in n or "nhwctonchw" in n:
+        return "layout transpose (cuDNN)"
     if any(s in n for s in ("conv", "cudnn", "xmma", "gemm", "implicit", "cutlass", "sm90", "winograd", "fft")):
         return "conv (cuDNN)"
     if n.startswith("triton") or "triton" in n:
@@ -339,14 +374,18 @@ def categorize(name: str) -> str:
 
 
 @section("profile", 25)
-def profile() -> None:
-    from torch.profiler import ProfilerActivity, profile as prof
+def profile(names: list[str] | None = None) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
 
-    out = {}
-    for name in ["opsgraph_bf16", "fast_bf16", "eager_bf16"]:
+    out = RESULT.setdefault("profile_b256_f8", {})
+    for name in names or ["opsgraph_bf16", "fast_bf16", "eager_bf16"]:
         p = POOLS.get(name)
         if p is None:
             continue
+        if elapsed() > BUDGET - 10:
+            log("budget: stop profiles")
+            break
         batch, frames = (4, 2) if DRY else (256, 8)
         codes = torch.randint(0, codec.codebook_size, (batch, 4, frames), device=dev)
         index = torch.arange(batch, device=dev)
@@ -386,10 +425,10 @@ def table() -> None:
     lines.append(f"work {RESULT.get('work')}")
     lines.append("accuracy vs fp32 one-shot (16 frames x 4 streams, chunks 2+8+6):")
     for k, v in RESULT.get("accuracy", {}).items():
-        lines.append(f"  {k:18s} {v}")
+        lines.append(f"  {k:24s} {v}")
     keys = sorted({k for v in THR.values() for k in v}, key=lambda s: (int(s.split('_f')[1]), int(s[1:].split('_')[0])))
     lines.append("audio seconds per second (median step; step ms in brackets):")
-    lines.append("  " + "variant".ljust(12) + "".join(k.rjust(20) for k in keys))
+    lines.append("  " + "variant".ljust(24) + "".join(k.rjust(20) for k in keys))
     for name, row in THR.items():
         cells = []
         for k in keys:
@@ -400,7 +439,7 @@ def table() -> None:
                 cells.append("ERR".rjust(20))
             else:
                 cells.append(f"{r['audio_s_per_s']:.0f} ({r['step_ms']:.1f})".rjust(20))
-        lines.append("  " + name.ljust(12) + "".join(cells))
+        lines.append("  " + name.ljust(24) + "".join(cells))
     lines.append("batch-1 latency (codes from host, audio to host):")
     for k, v in RESULT.get("latency_batch1", {}).items():
         lines.append(f"  {k:18s} {v}")
@@ -415,9 +454,41 @@ def table() -> None:
     (OUT / "codec_h100.txt").write_text(txt + "\n")
 
 
+def env_list(key: str, default: str) -> list[str]:
+    names = [n.strip() for n in os.environ.get(key, default).split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"{key}: unknown variants {unknown}; known: {sorted(VARIANTS)}")
+    return names
+
+
+MODE = "second" if os.environ.get("BENCH_SECOND") == "1" else "first" if os.environ.get("BENCH_FIRST") == "1" else "nlc"
 ACC_VARIANTS = ["eager_fp32", "eager_bf16", "graph_bf16", "fast_bf16", "fused_eager_fp32"]
-if os.environ.get("BENCH_SECOND") == "1":  # run 2: no whole-step compile (took 372 s in run 1)
+if MODE == "second":  # run 2: no whole-step compile (took 372 s in run 1)
     ACC_VARIANTS = ["eager_fp32", "opsgraph_bf16", "fused_eager_fp32"]
+if MODE == "nlc":
+    # Throughput variants, fastest-expected first (slower, already measured ones last).
+    THR_VARIANTS = env_list("BENCH_VARIANTS", "opsgraph_nlc_bf16,opsgraph_bf16,opsgraph_nlc_nopad_bf16,graph_bf16")
+    PROFILE_VARIANTS = env_list("BENCH_PROFILE", "opsgraph_nlc_bf16,opsgraph_bf16")
+    ACC_VARIANTS = ["eager_fp32", "fused_eager_nlc_fp32", "fused_eager_fp32"] + [
+        n for n in THR_VARIANTS if n not in ("eager_fp32", "graph_bf16", "eager_bf16")
+    ]
+
+if __name__ == "__main__" and MODE == "nlc":
+    ceilings()
+    work()
+    accuracy()
+    grid_batches = [1, 2, 4] if DRY else [1, 16, 64, 256, 512]
+    for i, name in enumerate(THR_VARIANTS):
+        slow = name in ("eager_bf16", "eager_fp32")
+        run_grid(name, grid_batches[:4] if slow else grid_batches, [8] if slow else [8, 2], 20 if slow else 30)
+        if i == min(2, len(THR_VARIANTS) - 1):  # after the main variants, before slower ones
+            profile(PROFILE_VARIANTS)
+    latency()
+    RESULT["total_wall_s"] = round(elapsed(), 1)
+    save()
+    table()
+    sys.exit(0)
 
 if __name__ == "__main__" and os.environ.get("BENCH_SECOND") == "1":
     ceilings()
@@ -425,7 +496,7 @@ if __name__ == "__main__" and os.environ.get("BENCH_SECOND") == "1":
     accuracy()
     run_grid("opsgraph_bf16", [1, 16, 64, 256, 512], [8, 2], 30)
     run_grid("graph_bf16", [1, 16, 64, 256, 512], [8, 2], 20)
-    profile()
+    profile(["opsgraph_bf16"])
     run_grid("eager_bf16", [1, 64, 256], [8], 15)
     latency()
     RESULT["total_wall_s"] = round(elapsed(), 1)
