@@ -37,6 +37,8 @@ async def test_codec_device_setting(tiny_model, tiny_codec):
     svc = TTSService(tiny_settings(tiny_model, tiny_codec, codec={"device": "cpu", "dtype": "float32"}))
     await svc.start()
     try:
-        assert str(svc.codec.device) == "cpu" and not svc.codec_worker.fast
+        assert str(svc.codec.device) == "cpu" and svc.codec_worker.fast
+        st = svc.codec_worker._pool.stats()  # CPU: the fused channels-last walk, eager
+        assert st["layout"] == "nlc" and not st["cuda_graphs"] and not st["compiled"]
     finally:
         await svc.close()

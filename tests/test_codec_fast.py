@@ -51,7 +51,7 @@ def test_helpers() -> None:
 def test_cpu_defaults_are_eager(codec: NanoCodec) -> None:
     pool = FastStreamingDecoder(codec, 4)
     assert pool.stats()["compiled"] is False and pool.stats()["cuda_graphs"] is False
-    assert pool.stats()["layout"] == "ncl"  # tests/test_codec_fast_nlc.py covers "nlc"
+    assert pool.stats()["layout"] == "nlc"  # the default; tests/test_codec_fast_nlc.py covers it
     assert pool.stream is None
 
 
@@ -59,7 +59,7 @@ def test_cpu_defaults_are_eager(codec: NanoCodec) -> None:
 def test_matches_one_shot_and_reference_pool(codec: NanoCodec, fused: bool) -> None:
     codes = _codes(codec, 3, 11, 0)
     one_shot = codec.decode(codes)
-    fast = FastStreamingDecoder(codec, 6, compile=False, fused_ops=fused)
+    fast = FastStreamingDecoder(codec, 6, layout="ncl", compile=False, fused_ops=fused)
     ref = StreamingDecoder(codec, 6)
     slots = [5, 0, 2]
     got = _stream(fast, slots, codes, [1, 2, 4, 3, 1])
@@ -70,7 +70,7 @@ def test_matches_one_shot_and_reference_pool(codec: NanoCodec, fused: bool) -> N
 
 
 def test_slots_are_isolated_and_scratch_padding_is_harmless(codec: NanoCodec) -> None:
-    fast = FastStreamingDecoder(codec, 4, compile=False, fused_ops=True)
+    fast = FastStreamingDecoder(codec, 4, layout="ncl", compile=False, fused_ops=True)
     a, b = _codes(codec, 1, 6, 1), _codes(codec, 1, 6, 2)
     fast.reset()
     fast.step_slots([1], a[..., :3])
@@ -84,7 +84,7 @@ def test_slots_are_isolated_and_scratch_padding_is_harmless(codec: NanoCodec) ->
 
 
 def test_whole_pool_step_with_mask(codec: NanoCodec) -> None:
-    fast = FastStreamingDecoder(codec, 3, compile=False, fused_ops=True)
+    fast = FastStreamingDecoder(codec, 3, layout="ncl", compile=False, fused_ops=True)
     ref = StreamingDecoder(codec, 3)
     codes = _codes(codec, 3, 4, 5)
     mask = torch.tensor([True, False, True])
@@ -100,7 +100,7 @@ def test_whole_pool_step_with_mask(codec: NanoCodec) -> None:
 
 
 def test_input_validation(codec: NanoCodec) -> None:
-    fast = FastStreamingDecoder(codec, 2, compile=False)
+    fast = FastStreamingDecoder(codec, 2, layout="ncl", compile=False)
     with pytest.raises(ValueError):
         fast.step_slots([0], _codes(codec, 2, 1, 0))
     with pytest.raises(ValueError):
@@ -108,13 +108,13 @@ def test_input_validation(codec: NanoCodec) -> None:
     with pytest.raises(ValueError):
         fast.step_slots([0], _codes(codec, 1, 1, 0)[..., :0])
     with pytest.raises(ValueError):
-        FastStreamingDecoder(codec, 0)
+        FastStreamingDecoder(codec, 0, layout="ncl")
 
 
 def test_bf16_stays_close(codec: NanoCodec) -> None:
     codes = _codes(codec, 2, 6, 9)
     ref = codec.decode(codes)
-    fast = FastStreamingDecoder(codec, 2, dtype=torch.bfloat16, compile=False, fused_ops=True)
+    fast = FastStreamingDecoder(codec, 2, layout="ncl", dtype=torch.bfloat16, compile=False, fused_ops=True)
     got = _stream(fast, [0, 1], codes, [2, 4]).float()
     assert torch.isfinite(got).all()
     assert float((got - ref).norm() / ref.norm()) < 0.1  # random-weight tiny codec
@@ -124,7 +124,7 @@ def test_bf16_stays_close(codec: NanoCodec) -> None:
 @pytest.mark.skipif(os.environ.get("KANITTS_TEST_COMPILE") != "1", reason="compile on CPU takes minutes")
 def test_compiled_cpu(codec: NanoCodec) -> None:
     codes = _codes(codec, 3, 7, 4)
-    fast = FastStreamingDecoder(codec, 4, compile=True)
+    fast = FastStreamingDecoder(codec, 4, layout="ncl", compile=True)
     got = _stream(fast, [1, 3, 0], codes, [2, 2, 3])
     assert (got - codec.decode(codes)).abs().max() <= 1e-5
 

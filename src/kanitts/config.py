@@ -64,7 +64,8 @@ class CodecConfig(_Section):
     device: str = "auto"
     #: ``auto``: bfloat16 on CUDA, float32 elsewhere.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    #: On CUDA: fused activations and CUDA graphs for the batched step (captured at start-up).
+    #: Channels-last decoder with fused activations (any device); on CUDA also CUDA graphs for
+    #: the batched step (captured at start-up). ``false``: the plain reference decoder.
     fast: bool = True
 
 

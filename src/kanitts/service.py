@@ -85,7 +85,7 @@ class TTSService:
             max_streams=codec_pool_size(self.settings),
             first_chunk_frames=c.first_chunk_frames,
             chunk_frames=c.chunk_frames,
-            fast=c.fast and device.type == "cuda",
+            fast=c.fast,
         )
         graphs = await asyncio.to_thread(self.codec_worker.warmup)
         if graphs:

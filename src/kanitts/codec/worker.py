@@ -103,14 +103,16 @@ class CodecWorker:
         self.max_pending_frames = max_pending_frames or 4 * max(chunk_frames, first_chunk_frames)
         self.max_ready_chunks = max(1, max_ready_chunks)
         if fast is None:
-            fast = codec.device.type == "cuda"
-        # On CUDA: fused activations + one CUDA graph per (batch bucket, frames), on the
-        # pool's own stream so decoding never serialises behind token generation.
+            fast = True
+        # Channels-last decoder walk with fused activations everywhere; on CUDA also one
+        # CUDA graph per (batch bucket, frames), on the pool's own stream so decoding never
+        # serialises behind token generation.
         self._pool: StreamingDecoder | FastStreamingDecoder
         if fast:
-            # "ops": compile only the fused pointwise pieces (seconds, not minutes) on CUDA.
+            # "ops": compile only the fused pointwise pieces (seconds, not minutes) on CUDA;
+            # on the CPU the same fused forms run eagerly (no compile at start-up).
             self._pool = FastStreamingDecoder(
-                codec, max_streams, compile="ops" if codec.device.type == "cuda" else False
+                codec, max_streams, compile="ops" if codec.device.type == "cuda" else False, fused_ops=True
             )
         else:
             self._pool = StreamingDecoder(codec, max_streams)
