@@ -108,3 +108,29 @@ def test_engine_kv_and_gpu_metrics_when_exposed(monkeypatch):
     assert value(fams, "kanitts_active_streams") == 3
     assert value(fams, "kanitts_gpu_memory_reserved_bytes", device="0") == 2000
     assert value(fams, "kanitts_gpu_memory_used_bytes", device="0") == 4000
+
+
+def test_request_log_decomposes_time_to_first_audio(tiny_model, tiny_codec):
+    """The per-request log line says where the time to first audio went, in order."""
+    from kanitts.server.app import create_app
+
+    app = create_app(tiny_settings(tiny_model, tiny_codec))
+    records: list[dict] = []
+    with LiveServer(app) as srv:
+        app.state.observers.append(records.append)
+        body = {"model": "tts-1", "input": "Hello there. How are you today?", "voice": "andrew",
+                "response_format": "pcm", "stream_format": "audio", "max_tokens": 48, "min_tokens": 48}
+        with httpx.stream("POST", srv.url + "/v1/audio/speech", json=body, timeout=60) as r:
+            assert r.status_code == 200
+            assert sum(len(c) for c in r.iter_bytes()) > 0
+        for _ in range(50):
+            if records:
+                break
+            import time
+
+            time.sleep(0.05)
+    rec = records[-1]
+    assert rec["status"] == "ok"
+    steps = [rec["start_ms"], rec["ttft_ms"], rec["first_frame_ms"], rec["ttfa_ms"]]
+    assert all(isinstance(v, float) for v in steps), rec
+    assert 0 <= steps[0] <= steps[1] <= steps[2] <= steps[3], rec

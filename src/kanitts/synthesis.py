@@ -86,6 +86,8 @@ class ChunkEvent:
     index: int
     text: str
     started: float = 0.0
+    first_token: float | None = None  # first generated token from the engine
+    first_frame: float | None = None  # first complete frame handed to the codec
     first_audio: float | None = None
     finished: float | None = None
     samples: int = 0
@@ -299,12 +301,16 @@ class Synthesizer:
                 nonlocal generated, hit_stop
                 try:
                     async for ids in tokens:
+                        if ev.first_token is None:
+                            ev.first_token = time.perf_counter()
                         generated += len(ids)
                         synth.usage.output_tokens += len(ids)
                         got = parser.feed(ids)
                         if parser.finished:
                             hit_stop = True
                         if got:
+                            if ev.first_frame is None:
+                                ev.first_frame = time.perf_counter()
                             yield got
                         if parser.finished:
                             break

@@ -332,6 +332,23 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+def first_chunk_timeline(synth: Synthesis, t0: float) -> dict[str, float | None]:
+    """Where the time to first audio went, for the first text chunk, in ms since arrival:
+    ``start_ms`` (validation, text planning, admission: the request reaches the engine),
+    ``ttft_ms`` (the engine's first token), ``first_frame_ms`` (the first complete frame
+    goes to the codec); ``ttfa_ms`` minus that is decoding and response plumbing."""
+    ev = synth.events[0] if synth.events else None
+
+    def ms(t: float | None) -> float | None:
+        return None if not t else round((t - t0) * 1000, 1)
+
+    return {
+        "start_ms": ms(ev.started if ev else None),
+        "ttft_ms": ms(ev.first_token if ev else None),
+        "first_frame_ms": ms(ev.first_frame if ev else None),
+    }
+
+
 def log_request(app: FastAPI, info: dict[str, Any], synth: Synthesis, status: str, ttfa: float | None) -> None:
     """One structured line per request, also handed to ``app.state.observers``."""
     elapsed = time.perf_counter() - info["t0"]
@@ -347,6 +364,7 @@ def log_request(app: FastAPI, info: dict[str, Any], synth: Synthesis, status: st
         "chunks": len(synth.chunks),
         "audio_seconds": round(audio_s, 3),
         "ttfa_ms": None if ttfa is None else round(ttfa * 1000, 1),
+        **first_chunk_timeline(synth, info["t0"]),
         "rtf": round(elapsed / audio_s, 4) if audio_s > 0 else None,
         "tokens": synth.usage.output_tokens,
         "status": status,
