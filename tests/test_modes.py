@@ -53,3 +53,18 @@ def test_seed_baseline():
     s = seed_baseline_args("m")
     assert s == {"model": "m", "dtype": "bfloat16", "max_num_seqs": 1, "gpu_memory_utilization": 0.15,
                  "max_model_len": 512, "max_num_batched_tokens": 512}
+
+
+def test_presets_stream_one_output_per_frame_and_override():
+    """Every preset streams one engine output per codec frame (4 tokens); the setting is
+    overridable through the config object, the environment and the CLI."""
+    from kanitts.cli import build_parser, cli_overrides
+    from kanitts.config import Settings
+
+    for mode in MODES:
+        assert engine_args_for(mode, "m")["stream_interval"] == 4
+    assert "stream_interval" not in seed_baseline_args("m")  # vLLM's default, 1: one per token
+    s = Settings(engine={"stream_interval": 1})
+    assert engine_args_for("low_vram", "m", s.engine.vllm_overrides())["stream_interval"] == 1
+    args = build_parser().parse_args(["serve", "--stream-interval", "8"])
+    assert cli_overrides(args)["engine"]["stream_interval"] == 8

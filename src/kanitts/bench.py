@@ -736,7 +736,7 @@ async def http_bench(args: argparse.Namespace, model: Path, codec_path: Path) ->
         # cut at 473 tokens); the length limit changes capacity only, not speed
         with serve_subprocess(model, codec_path, "low_vram", free_port(),
                               ["--max-num-seqs", "1", "--gpu-memory-utilization", "0.15", "--max-model-len", "1024",
-                               "--max-num-batched-tokens", "1024"], log_path=args.server_log, env=env,
+                               "--max-num-batched-tokens", "1024", "--stream-interval", "1"], log_path=args.server_log, env=env,
                               backend=args.backend) as base:
             res["baseline"] = await measure(base, [])
             res["baseline_single_stream_rtf"] = res["baseline"]["single_stream_rtf"]

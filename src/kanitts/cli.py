@@ -43,6 +43,7 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpus", help="comma-separated GPU ids, one replica each (e.g. 0,1)")
     g.add_argument("--quantization")
     g.add_argument("--enforce-eager", action="store_true", default=None)
+    g.add_argument("--stream-interval", type=int, help="tokens per streamed engine output (preset: 4 = one frame)")
     g.add_argument("--no-warmup", dest="warmup", action="store_false", default=None,
                    help="skip the start-up warm-up batch")
 
@@ -109,6 +110,7 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
             "gpus": g("gpus"),
             "quantization": g("quantization"),
             "enforce_eager": g("enforce_eager"),
+            "stream_interval": g("stream_interval"),
             "warmup": g("warmup"),
         },
         "server": {"host": g("host"), "port": g("port")},

@@ -111,6 +111,9 @@ class EngineConfig(_Section):
     max_num_seqs: int | None = Field(None, ge=1)
     max_num_batched_tokens: int | None = Field(None, ge=64)
     enforce_eager: bool | None = None
+    #: Tokens per streamed engine output (vLLM ``stream_interval``); the presets use 4 = one
+    #: codec frame, so the server handles one output per frame instead of one per token.
+    stream_interval: int | None = Field(None, ge=1, le=64)
     quantization: str | None = None
     tensor_parallel_size: int = Field(1, ge=1)
     #: Engine replicas (data parallel) behind one server; each new request goes to the
@@ -137,7 +140,8 @@ class EngineConfig(_Section):
     def vllm_overrides(self) -> dict[str, Any]:
         keys = (
             "gpu_memory_utilization", "kv_cache_memory_bytes", "max_model_len", "max_num_seqs",
-            "max_num_batched_tokens", "enforce_eager", "quantization", "tensor_parallel_size",
+            "max_num_batched_tokens", "enforce_eager", "stream_interval", "quantization",
+            "tensor_parallel_size",
         )  # fmt: skip
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 

@@ -37,6 +37,9 @@ _COMMON: dict[str, Any] = {
     "max_model_len": DEFAULT_MAX_MODEL_LEN,
     # prompts are short and unique; LFM2 is a hybrid (conv + attention) model
     "enable_prefix_caching": False,
+    # One streamed output per codec frame (4 tokens) instead of one per token: the server's
+    # event loop wakes each stream 4x less often (the first token still comes at once).
+    "stream_interval": 4,
 }
 
 MODES: dict[str, dict[str, Any]] = {
