@@ -10,6 +10,7 @@
 #   http_low    HTTP path, low_vram, with --baseline seed
 #   http_low_mem  HTTP path, low_vram + enforce_eager, 256 batched tokens, expandable segments
 #   http_hp     HTTP path, high_performance (1/16/256 + 384 streams), --baseline seed, codec alone afterwards
+#   http_hp_si1 the same with one engine output per token (stream_interval 1), no baseline
 #   http_low_cpu  HTTP path, low_vram with codec.device=cpu (one CUDA context: the engine's)
 #   profile     where a single stream's decode step goes inside vLLM (scripts/device_vllm_profile.py)
 #   low_vram|bnb_4bit|fp8|balanced   engine-level runs of those presets;  gputest   GPU suite
@@ -72,6 +73,9 @@ EOF
             | tee "$OUT/log-http-low-cpu.txt" | grep -E "$F" | cut -c1-600 ;;
     profile) timeout ${KB_T:-300} python3 scripts/device_vllm_profile.py --json "$OUT/profile.json" ${PROFILE_ARGS:-} 2>&1 \
             | tee "$OUT/log-profile.txt" | grep -E "^==|^   |Error|error" | cut -c1-300 ;;
+    http_hp_si1) timeout ${KB_T:-300} $B --mode high_performance --concurrency 1,16,256 --realtime-levels 384 \
+            --engine-args '{"stream_interval": 1}' --label http-high_performance-stream_interval1 \
+            --server-log "$OUT/log-server-hp-si1.txt" 2>&1 | tee "$OUT/log-http-hp-si1.txt" | grep -E "$F" | cut -c1-600 ;;
     http_hp) timeout ${KB_T:-300} $B --mode high_performance --baseline seed --concurrency 1,16,256 --realtime-levels 384 --codec-alone \
             --label http-high_performance --server-log "$OUT/log-server-hp.txt" 2>&1 \
             | tee "$OUT/log-http-hp.txt" | grep -E "$F" | cut -c1-600 ;;
