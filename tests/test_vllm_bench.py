@@ -83,3 +83,24 @@ def test_parser_and_append_json(tmp_path):
     bench.append_json(f, {"a": 1})
     bench.append_json(f, {"b": 2})
     assert json.loads(f.read_text()) == [{"a": 1}, {"b": 2}]
+
+
+def test_client_process_count():
+    assert bench.client_processes(1) == 1 and bench.client_processes(32) == 1
+    assert bench.client_processes(256) == min(8, max(1, min(16, (__import__("os").cpu_count() or 2) // 2)))
+    assert bench.client_processes(256, 3) == 3 and bench.client_processes(2, 8) == 2
+
+
+async def test_http_load_from_several_client_processes(tiny_model, tiny_codec):
+    """Streams split over client processes that start together; every stream is counted
+    once and carries its own TTFA."""
+    from _liveserver import LiveServer, tiny_settings
+
+    from kanitts.server.app import create_app
+
+    with LiveServer(create_app(tiny_settings(tiny_model, tiny_codec))) as srv:
+        lr = await bench.http_load(srv.url, 5, 24, processes=2)
+    s = lr.summary()
+    assert s["streams"] == 5 and s["errors"] == 0, s
+    assert all(r.ttfa_s is not None and r.audio_s > 0 for r in lr.streams)
+    assert 0 < lr.wall_s < 120
