@@ -182,7 +182,7 @@ def work() -> None:
 
 
 VARIANTS = {
-    # name: (dtype, compile, cuda_graphs, fused_ops, layout, pad_channels)
+    # name: (dtype, compile, cuda_graphs, fused_ops, layout, pad_channels[, act_kernel])
     "eager_fp32": (torch.float32, False, False, False, "ncl", 1),
     "eager_bf16": (torch.bfloat16, False, False, False, "ncl", 1),
     "graph_bf16": (torch.bfloat16, False, True, False, "ncl", 1),
@@ -191,6 +191,9 @@ VARIANTS = {
     # channels-last walk: fused bias/residual/activation kernels, no cuDNN transposes
     "opsgraph_nlc_bf16": (torch.bfloat16, "ops", True, True, "nlc", 8),
     "opsgraph_nlc_nopad_bf16": (torch.bfloat16, "ops", True, True, "nlc", 1),
+    # the nlc walk with the hand-written Triton activation kernel (kanitts.codec.kernels);
+    # select with BENCH_VARIANTS=opsgraph_nlc_triton_bf16,... (a 7th field = act_kernel)
+    "opsgraph_nlc_triton_bf16": (torch.bfloat16, "ops", True, True, "nlc", 8, "triton"),
     # accuracy only: the nlc walk un-compiled in float32 (cuDNN channels_last convs)
     "fused_eager_nlc_fp32": (torch.float32, False, False, True, "nlc", 8),
 }
@@ -199,7 +202,7 @@ POOLS: dict[str, FastStreamingDecoder] = {}
 
 def pool(name: str) -> FastStreamingDecoder:
     if name not in POOLS:
-        dtype, comp, graphs, fused, layout, pad = VARIANTS[name]
+        dtype, comp, graphs, fused, layout, pad, *rest = VARIANTS[name]
         POOLS[name] = FastStreamingDecoder(
             codec,
             POOL,
@@ -209,6 +212,7 @@ def pool(name: str) -> FastStreamingDecoder:
             fused_ops=fused,
             layout=layout,
             pad_channels=pad,
+            act_kernel=rest[0] if rest else "compile",
         )
         log(name, "pool", POOLS[name].stats())
     return POOLS[name]

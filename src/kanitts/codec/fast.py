@@ -69,6 +69,15 @@ removes all three:
     layer's plain output is never materialised);
   - ``nlc_up(full, w, b)``: the pointwise grouped transposed conv in NLC.
 
+* ``act_kernel="triton"`` runs the four activation patterns above (not ``nlc_up``) as ONE
+  hand-written Triton kernel (:mod:`kanitts.codec.kernels`) instead of the Inductor ones:
+  on the H100 those took 61% of the step at 3-4x their DRAM floor (suspected: per-element
+  div/mod by the dynamic sizes to index the cat, libdevice ``sinf``; and the profile's call
+  counts show ``nlc_add_act_cat`` split in two kernels that both read ``y`` and ``h``).
+  The kernel indexes by (time block, batch) with C constexpr,
+  writes all outputs of a pattern in one launch and uses the SFU's ``cos.approx`` after a
+  range reduction for ``sin^2`` (``sin_mode``). It needs CUDA and Triton; otherwise (and
+  for ELU activations) the compiled functions run. Default ``"compile"`` until measured.
 * Streaming contexts live as ``[slots + 1, L, C]``, so ``cat([ctx, x], T)`` joins two
   contiguous chunks per stream.
 * Channel padding (``pad_channels``, default 8): cuDNN's NHWC tensor-core kernels want
@@ -102,6 +111,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kanitts.codec import kernels
 from kanitts.codec.nanocodec import (
     LRELU_SLOPE,
     SNAKE_EPS,
@@ -118,6 +128,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_FRAME_SIZES = (1, 2, 4, 8)
 #: Decoder walk layouts: "ncl" = [B, C, T] (reference), "nlc" = [B, T, C] channels-last.
 LAYOUTS = ("ncl", "nlc")
+#: Implementations of the nlc walk's activation patterns: the torch(.compile)d functions
+#: below, or the hand-written Triton kernel of :mod:`kanitts.codec.kernels` (CUDA only).
+ACT_KERNELS = ("compile", "triton")
 #: Default layout (``layout=None``): channels-last. On the H100 (benchmarks/codec_h100-run3.txt)
 #: it decodes 2,669 audio s/s at batch 256 against 1,408 for "ncl" in the same run, and a
 #: batch-1 step takes 1.7 ms against 3.2; on the CPU (eager, 2 cores) it is ~1.2x faster.
@@ -281,6 +294,8 @@ class _NlcAct:
             a[:n] = mod.alpha.detach().reshape(-1).float()
             m[:n] = True
         self.a, self.inv, self.m = a, (a + SNAKE_EPS).reciprocal(), m
+        #: ``[3, cp]`` (alpha, gain, slope) for the Triton kernel; None for ELU (not covered).
+        self.kparams: Tensor | None = None if self.elu else kernels.act_params(self.a, self.inv, self.m)
 
     def args(self) -> tuple[Tensor, Tensor, Tensor, bool]:
         return self.a, self.inv, self.m, self.elu
@@ -409,7 +424,12 @@ class FastStreamingDecoder:
     is present. ``layout`` picks the decoder walk (``"ncl"``/``"nlc"``, ``None`` =
     :data:`DEFAULT_LAYOUT`); ``"nlc"`` always uses the fused pointwise forms (compiled
     under ``compile="ops"``) and pads every stage's channels to a multiple of
-    ``pad_channels`` (1 = no padding). Not thread-safe: drive it from one thread.
+    ``pad_channels`` (1 = no padding). ``act_kernel`` (:data:`ACT_KERNELS`) picks the
+    implementation of the nlc activation patterns: ``"triton"`` = the hand-written kernel
+    with ``sin_mode`` (:data:`kanitts.codec.kernels.SIN_MODES`), used when the layout is
+    ``"nlc"``, the codec is on CUDA and Triton imports, else the ``"compile"`` functions
+    (a warning says so; :meth:`stats` reports what runs). Not thread-safe: drive it from
+    one thread.
     """
 
     def __init__(
@@ -425,6 +445,8 @@ class FastStreamingDecoder:
         buckets: Sequence[int] | None = None,
         layout: str | None = None,
         pad_channels: int = 8,
+        act_kernel: str = "compile",
+        sin_mode: str = kernels.DEFAULT_SIN_MODE,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -433,6 +455,10 @@ class FastStreamingDecoder:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         if pad_channels < 1:
             raise ValueError("pad_channels must be >= 1")
+        if act_kernel not in ACT_KERNELS:
+            raise ValueError(f"act_kernel must be one of {ACT_KERNELS}, got {act_kernel!r}")
+        if sin_mode not in kernels.SIN_MODES:
+            raise ValueError(f"sin_mode must be one of {sorted(kernels.SIN_MODES)}, got {sin_mode!r}")
         self.layout = layout
         self.pad_channels = int(pad_channels) if layout == "nlc" else 1
         if dtype is not None and dtype != codec.dtype:
@@ -495,6 +521,9 @@ class FastStreamingDecoder:
         self._p_add = _Pointwise(nlc_add, 3, ops)
         self._p_sum_act_cat = _Pointwise(nlc_sum_act_cat, 4, ops)
         self._p_up = _Pointwise(nlc_up, 1, ops)
+        self.sin_mode = sin_mode
+        self.act_kernel = self._resolve_act_kernel(act_kernel, is_cuda)
+        self._triton = self.act_kernel == "triton"
         fn = self._step_fn if layout == "ncl" else self._step_fn_nlc
         if self.compiled:
             import torch._dynamo as dynamo
@@ -510,6 +539,25 @@ class FastStreamingDecoder:
     @property
     def device(self) -> torch.device:
         return self.codec.device
+
+    def _resolve_act_kernel(self, requested: str, is_cuda: bool) -> str:
+        """The activation implementation that can run here: "triton" needs the nlc walk,
+        a CUDA codec and an importable Triton; anything else degrades to "compile"."""
+        if requested != "triton":
+            return requested
+        why = None
+        if self.layout != "nlc":
+            why = "the ncl walk has no Triton kernel"
+        elif self.compiled:
+            why = "the whole step is torch.compiled"
+        elif not is_cuda:
+            why = "the codec is not on CUDA"
+        elif kernels.triton is None:
+            why = "Triton is not importable"
+        if why:
+            logger.warning("act_kernel='triton' unavailable (%s): using the compiled functions", why)
+            return "compile"
+        return "triton"
 
     def _prepare_fused(self) -> None:
         """Give every snake/half-snake activation float32 ``alpha``, ``1/(alpha+eps)`` and
@@ -606,6 +654,54 @@ class FastStreamingDecoder:
         return out[:, 0]
 
     # ------------------------------------------------------------------ the nlc step
+    def _kernel(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """Run a :mod:`kernels` function; if it fails outside a CUDA graph capture (e.g. the
+        device's Triton cannot build it), log once and use the compiled functions from now
+        on (``None`` tells the caller to fall back for this call too)."""
+        if self.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return fn(*args, sin_mode=self.sin_mode, **kw)  # compiled by the warm-up runs
+        try:
+            return fn(*args, sin_mode=self.sin_mode, **kw)
+        except Exception:  # degrade, never break decoding
+            logger.warning("Triton activation kernel failed; using the compiled functions", exc_info=True)
+            self._triton = False
+            self.act_kernel = "compile"
+            return None
+
+    def _act_cat(self, x: Tensor, ctx: Tensor, b: Tensor, act: _NlcAct) -> Tensor:
+        """``nlc_act_cat`` through the selected implementation."""
+        if self._triton and act.kparams is not None:
+            out = self._kernel(kernels.act_cat, x, ctx, b, act.kparams)
+            if out is not None:
+                return out
+        return self._p_act_cat(x, ctx, b, *act.args())
+
+    def _add_act_cat(self, y: Tensor, h: Tensor, ctx: Tensor, b: Tensor, act: _NlcAct) -> tuple[Tensor, Tensor]:
+        """``nlc_add_act_cat`` through the selected implementation."""
+        if self._triton and act.kparams is not None:
+            out = self._kernel(kernels.add_act_cat, y, h, ctx, b, act.kparams)
+            if out is not None:
+                return out
+        return self._p_add_act_cat(y, h, ctx, b, *act.args())
+
+    def _add(self, total: Tensor | None, y: Tensor, h: Tensor, b: Tensor) -> Tensor:
+        """``nlc_add`` through the selected implementation."""
+        if self._triton:
+            out = self._kernel(kernels.add, total, y, h, b)
+            if out is not None:
+                return out
+        return self._p_add(total, y, h, b)
+
+    def _sum_act_cat(
+        self, total: Tensor | None, y: Tensor, h: Tensor, ctx: Tensor, b: Tensor, act: _NlcAct, n: int
+    ) -> Tensor:
+        """``nlc_sum_act_cat`` through the selected implementation."""
+        if self._triton and act.kparams is not None:
+            out = self._kernel(kernels.sum_act_cat, total, y, h, ctx, b, act.kparams, n)
+            if out is not None:
+                return out
+        return self._p_sum_act_cat(total, y, h, ctx, b, *act.args(), n)
+
     @staticmethod
     def _ctx_cat(ctx: list[Tensor], new: list[Tensor | None], index: int, length: int, x: Tensor) -> Tensor:
         """``cat([context, x], T)`` for a layer without a fused activation (pre_conv)."""
@@ -647,22 +743,22 @@ class FastStreamingDecoder:
             for u in chain:
                 ci_in, l_in = u.conv_in.index, u.conv_in.context
                 if h is None:
-                    full = self._p_act_cat(y, ctx[ci_in], bias, *u.act_in.args())
+                    full = self._act_cat(y, ctx[ci_in], bias, u.act_in)
                 else:
-                    y, full = self._p_add_act_cat(y, h, ctx[ci_in], bias, *u.act_in.args())
+                    y, full = self._add_act_cat(y, h, ctx[ci_in], bias, u.act_in)
                 self._keep(new, ci_in, l_in, full)
                 h = conv_nlc(full, u.conv_in.weight, dilation=u.conv_in.dilation)
                 ci_sk, l_sk = u.conv_skip.index, u.conv_skip.context
-                full = self._p_act_cat(h, ctx[ci_sk], u.conv_in.bias, *u.act_skip.args())
+                full = self._act_cat(h, ctx[ci_sk], u.conv_in.bias, u.act_skip)
                 self._keep(new, ci_sk, l_sk, full)
                 h = conv_nlc(full, u.conv_skip.weight, dilation=u.conv_skip.dilation)
                 bias = u.conv_skip.bias
             assert h is not None
             if ci < n - 1:
-                total = self._p_add(total, y, h, bias)
+                total = self._add(total, y, h, bias)
             else:
                 index, length = nxt_conv
-                full = self._p_sum_act_cat(total, y, h, ctx[index], bias, *nxt.args(), n)
+                full = self._sum_act_cat(total, y, h, ctx[index], bias, nxt, n)
                 self._keep(new, index, length, full)
                 return full
         raise AssertionError("a residual layer has at least one chain")
@@ -681,7 +777,7 @@ class FastStreamingDecoder:
         pre = plan.pre
         h = conv_nlc(self._ctx_cat(ctx, new, pre.index, pre.context, x), pre.weight, dilation=pre.dilation)
         st0 = plan.stages[0]
-        full = self._p_act_cat(h, ctx[st0.up.index], pre.bias, *st0.act.args())
+        full = self._act_cat(h, ctx[st0.up.index], pre.bias, st0.act)
         for i, st in enumerate(plan.stages):
             self._keep(new, st.up.index, st.up.context, full)
             x0 = self._up_nlc(st.up, full)
@@ -838,6 +934,8 @@ class FastStreamingDecoder:
             "fused_ops": self.fused_ops,
             "layout": self.layout,
             "pad_channels": self.pad_channels,
+            "act_kernel": self.act_kernel,
+            "sin_mode": self.sin_mode,
             "dtype": str(self.dtype).replace("torch.", ""),
             "graphs": sorted(self._graphs),
             "failed": sorted(self._failed),
