@@ -283,6 +283,8 @@ def graph_check(shape: tuple[str, int, int, int, int]) -> dict[str, Any]:
     name, _, t, c, length = shape
     static = Case(name, ACC_BATCH, t, c, length, seed=7)
     fresh = Case(name, ACC_BATCH, t, c, length, seed=8)
+    # the captured kernels keep static's parameters: the eager reference must use them too
+    fresh.bias, fresh.a, fresh.inv, fresh.m, fresh.params = static.bias, static.a, static.inv, static.m, static.params
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):

@@ -472,8 +472,8 @@ if MODE == "second":  # run 2: no whole-step compile (took 372 s in run 1)
     ACC_VARIANTS = ["eager_fp32", "opsgraph_bf16", "fused_eager_fp32"]
 if MODE == "nlc":
     # Throughput variants, fastest-expected first (slower, already measured ones last).
-    THR_VARIANTS = env_list("BENCH_VARIANTS", "opsgraph_nlc_bf16,opsgraph_bf16,opsgraph_nlc_nopad_bf16,graph_bf16")
-    PROFILE_VARIANTS = env_list("BENCH_PROFILE", "opsgraph_nlc_bf16,opsgraph_bf16")
+    THR_VARIANTS = env_list("BENCH_VARIANTS", "opsgraph_nlc_triton_bf16,opsgraph_nlc_bf16,opsgraph_bf16,graph_bf16")
+    PROFILE_VARIANTS = env_list("BENCH_PROFILE", "opsgraph_nlc_triton_bf16,opsgraph_nlc_bf16")
     ACC_VARIANTS = ["eager_fp32", "fused_eager_nlc_fp32", "fused_eager_fp32"] + [
         n for n in THR_VARIANTS if n not in ("eager_fp32", "graph_bf16", "eager_bf16")
     ]

@@ -240,7 +240,9 @@ def _codes(codec: NanoCodec, b: int, t: int, seed: int) -> torch.Tensor:
 
 
 def test_act_kernel_option_validation_and_cpu_fallback(tiny: NanoCodec, caplog: pytest.LogCaptureFixture) -> None:
-    assert FastStreamingDecoder(tiny, 2, compile=False).stats()["act_kernel"] == "compile"  # the default
+    # the default, "auto", is the compiled functions off CUDA, silently
+    assert FastStreamingDecoder(tiny, 2, compile=False).stats()["act_kernel"] == "compile"
+    assert FastStreamingDecoder(tiny, 2, compile=False, dtype=torch.bfloat16).act_kernel == "compile"
     with pytest.raises(ValueError):
         FastStreamingDecoder(tiny, 2, act_kernel="cuda")
     with pytest.raises(ValueError):
@@ -472,7 +474,15 @@ def test_gpu_kernels_capture_in_cuda_graphs() -> None:
 
 
 @GPU
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_auto_picks_triton_for_16_bit_only() -> None:
+    codec = _odd_codec().cuda()
+    assert FastStreamingDecoder(codec, 2, dtype=torch.bfloat16, compile="ops").act_kernel == "triton"
+    assert FastStreamingDecoder(codec, 2, dtype=torch.float32, compile="ops").act_kernel == "compile"
+    assert FastStreamingDecoder(codec, 2, dtype=torch.bfloat16, compile="ops", layout="ncl").act_kernel == "compile"
+
+
+@GPU
+@pytest.mark.parametrize("dtype", [torch.bfloat16])
 def test_gpu_decoder_triton_matches_compile(dtype: torch.dtype) -> None:
     """The decoder with the Triton kernel (graphed, compile="ops") decodes like the compiled
     path: as close to the float32 one-shot decode (bf16: within 1.5x the compiled path's
@@ -492,10 +502,9 @@ def test_gpu_decoder_triton_matches_compile(dtype: torch.dtype) -> None:
     assert torch.isfinite(got).all()
     err_tri = float((got - one_shot).abs().max())
     err_ref = float((want - one_shot).abs().max())
-    if dtype == torch.float32:
-        assert err_tri <= 1e-4 and float((got - want).abs().max()) <= 1e-4
-    else:
-        assert err_tri <= 1.5 * err_ref + 0.01, (err_tri, err_ref)
+    # bf16 only: "auto" never picks the kernel for float32 (its fast sin is sized for
+    # 16-bit resolution; a float32 comparison at 1e-4 failed on the H100)
+    assert err_tri <= 1.5 * err_ref + 0.01, (err_tri, err_ref)
 
 
 def test_module_imports_without_triton_features() -> None:

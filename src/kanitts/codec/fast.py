@@ -130,7 +130,7 @@ DEFAULT_FRAME_SIZES = (1, 2, 4, 8)
 LAYOUTS = ("ncl", "nlc")
 #: Implementations of the nlc walk's activation patterns: the torch(.compile)d functions
 #: below, or the hand-written Triton kernel of :mod:`kanitts.codec.kernels` (CUDA only).
-ACT_KERNELS = ("compile", "triton")
+ACT_KERNELS = ("auto", "compile", "triton")
 #: Default layout (``layout=None``): channels-last. On the H100 (benchmarks/codec_h100-run3.txt)
 #: it decodes 2,669 audio s/s at batch 256 against 1,408 for "ncl" in the same run, and a
 #: batch-1 step takes 1.7 ms against 3.2; on the CPU (eager, 2 cores) it is ~1.2x faster.
@@ -425,7 +425,8 @@ class FastStreamingDecoder:
     :data:`DEFAULT_LAYOUT`); ``"nlc"`` always uses the fused pointwise forms (compiled
     under ``compile="ops"``) and pads every stage's channels to a multiple of
     ``pad_channels`` (1 = no padding). ``act_kernel`` (:data:`ACT_KERNELS`) picks the
-    implementation of the nlc activation patterns: ``"triton"`` = the hand-written kernel
+    implementation of the nlc activation patterns: ``"auto"`` (default) = ``"triton"`` for a
+    16-bit codec on CUDA with Triton, else ``"compile"``; ``"triton"`` = the hand-written kernel
     with ``sin_mode`` (:data:`kanitts.codec.kernels.SIN_MODES`), used when the layout is
     ``"nlc"``, the codec is on CUDA and Triton imports, else the ``"compile"`` functions
     (a warning says so; :meth:`stats` reports what runs). Not thread-safe: drive it from
@@ -445,7 +446,7 @@ class FastStreamingDecoder:
         buckets: Sequence[int] | None = None,
         layout: str | None = None,
         pad_channels: int = 8,
-        act_kernel: str = "compile",
+        act_kernel: str = "auto",
         sin_mode: str = kernels.DEFAULT_SIN_MODE,
     ) -> None:
         if batch_size < 1:
@@ -543,6 +544,14 @@ class FastStreamingDecoder:
     def _resolve_act_kernel(self, requested: str, is_cuda: bool) -> str:
         """The activation implementation that can run here: "triton" needs the nlc walk,
         a CUDA codec and an importable Triton; anything else degrades to "compile"."""
+        if requested == "auto":
+            # The Triton kernel where it was measured (H100, benchmarks/codec_h100-run4.txt:
+            # 4,143 vs 2,738 audio s/s at batch 256, same accuracy against float32): the nlc
+            # walk on CUDA in a 16-bit dtype. float32 keeps the compiled functions (the fast
+            # sin approximation is sized for bf16 resolution).
+            ok = (self.layout == "nlc" and not self.compiled and is_cuda and kernels.triton is not None
+                  and self.dtype in (torch.bfloat16, torch.float16))
+            return "triton" if ok else "compile"
         if requested != "triton":
             return requested
         why = None
