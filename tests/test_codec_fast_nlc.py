@@ -224,3 +224,19 @@ def test_cuda_graphs_ops_nlc(pad: int) -> None:
     torch.cuda.synchronize()
     assert fast.stats()["cuda_graphs"] and fast.stats()["graphs"]
     assert (got - gpu.decode(codes)).abs().max() <= 1e-4
+
+
+def test_cudnn_autotune_is_scoped() -> None:
+    """Autotuning is switched on only inside the codec's own calls and restored after,
+    even when the block raises."""
+    from kanitts.codec.fast import cudnn_autotune
+
+    before = torch.backends.cudnn.benchmark
+    with cudnn_autotune():
+        assert torch.backends.cudnn.benchmark is True
+    assert torch.backends.cudnn.benchmark == before
+    with pytest.raises(RuntimeError), cudnn_autotune():
+        raise RuntimeError("boom")
+    assert torch.backends.cudnn.benchmark == before
+    with cudnn_autotune(False):
+        assert torch.backends.cudnn.benchmark == before

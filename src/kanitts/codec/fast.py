@@ -385,6 +385,24 @@ class _NlcPlan:
         self.context_shapes = [(length, _round_up(c, pad)) for c, length in dec.context_shapes()]
 
 
+@contextlib.contextmanager
+def cudnn_autotune(enabled: bool = True) -> Iterator[None]:
+    """cuDNN picks each conv's algorithm by timing them (``cudnn.benchmark``) inside the
+    block, as the H100 codec benchmarks did. Without it cuDNN's heuristics choose, and for
+    the channels-last ``[B, C, 1, T]`` convs they chose badly: the serving worker decoded
+    641-718 audio s/s at 256 streams (H100 runs 5-6) where the autotuned pool step does
+    2,669. The algorithm chosen while a CUDA graph is captured is the one it replays."""
+    if not enabled:
+        yield
+        return
+    prev = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = prev
+
+
 def triton_available() -> bool:
     try:
         import triton  # noqa: F401
@@ -824,12 +842,13 @@ class FastStreamingDecoder:
         codes = torch.zeros(bucket, self.num_codebooks, frames, dtype=torch.long, device=dev)
         index = torch.full((bucket,), self.scratch, dtype=torch.long, device=dev)
         # Warm up (compiles, cuDNN autotune) on the side stream, touching only the scratch slot.
-        for _ in range(2):
-            self._fn(codes, index, self.states)
-        torch.cuda.current_stream().synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._graph_pool, stream=self.stream):
-            out = self._fn(codes, index, self.states)
+        with cudnn_autotune():
+            for _ in range(2):
+                self._fn(codes, index, self.states)
+            torch.cuda.current_stream().synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._graph_pool, stream=self.stream):
+                out = self._fn(codes, index, self.states)
         return graph, codes, index, out
 
     def _graph(self, bucket: int, frames: int) -> tuple[torch.cuda.CUDAGraph, Tensor, Tensor, Tensor] | None:
@@ -893,7 +912,7 @@ class FastStreamingDecoder:
             raise ValueError(f"slots must lie in 0..{self.batch_size - 1}")
         if self.stream is not None and codes.is_cuda:
             self.stream.wait_stream(torch.cuda.current_stream(self.device))  # codes made there
-        with self.stream_context():
+        with self.stream_context(), cudnn_autotune(self.device.type == "cuda"):
             codes = codes.to(self.device, torch.long, non_blocking=True)
             if not self.cuda_graphs:
                 return self._fn(codes, index.to(self.device), self.states)
