@@ -10,6 +10,8 @@ import os
 
 import pytest
 import torch
+from _codec_helpers import random_codes as _codes
+from _codec_helpers import stream_chunks as _stream
 
 from kanitts.codec.fast import FastStreamingDecoder, default_buckets, split_frames
 from kanitts.codec.nanocodec import NanoCodec
@@ -24,18 +26,6 @@ def codec() -> NanoCodec:
     return model.eval()
 
 
-def _codes(codec: NanoCodec, b: int, t: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, codec.codebook_size, (b, codec.num_codebooks, t), generator=g)
-
-
-def _stream(pool, slots, codes, chunks) -> torch.Tensor:
-    pool.reset(slots)
-    outs, t = [], 0
-    for n in chunks:
-        outs.append(pool.step_slots(slots, codes[..., t : t + n]))
-        t += n
-    return torch.cat(outs, -1)
 
 
 def test_helpers() -> None:

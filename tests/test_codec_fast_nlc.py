@@ -11,6 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _codec_helpers import random_codes as _codes
+from _codec_helpers import stream_chunks as _stream
 
 from kanitts.codec.fast import FastStreamingDecoder, conv_nlc
 from kanitts.codec.nanocodec import CodecConfig, DecoderConfig, NanoCodec
@@ -50,19 +52,6 @@ def codec(request: pytest.FixtureRequest) -> NanoCodec:
     return request.getfixturevalue(request.param)
 
 
-def _codes(codec: NanoCodec, b: int, t: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, codec.codebook_size, (b, codec.num_codebooks, t), generator=g)
-
-
-def _stream(pool, slots, codes, chunks) -> torch.Tensor:
-    pool.reset(slots)
-    outs, t = [], 0
-    for n in chunks:
-        outs.append(pool.step_slots(slots, codes[..., t : t + n]))
-        t += n
-    assert t == codes.shape[-1]
-    return torch.cat(outs, -1)
 
 
 def _nlc(codec: NanoCodec, n: int, **kw) -> FastStreamingDecoder:

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _codec_helpers import random_codes as _codes
+from _codec_helpers import stream_chunks as _stream
 
 from kanitts.codec import fast, kernels
 from kanitts.codec.fast import FastStreamingDecoder
@@ -225,18 +227,6 @@ def tiny() -> NanoCodec:
     return model.eval()
 
 
-def _stream(pool: FastStreamingDecoder, slots: list[int], codes: torch.Tensor, chunks: list[int]) -> torch.Tensor:
-    pool.reset(slots)
-    outs, t = [], 0
-    for n in chunks:
-        outs.append(pool.step_slots(slots, codes[..., t : t + n]))
-        t += n
-    return torch.cat(outs, -1)
-
-
-def _codes(codec: NanoCodec, b: int, t: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, codec.codebook_size, (b, codec.num_codebooks, t), generator=g)
 
 
 def test_act_kernel_option_validation_and_cpu_fallback(tiny: NanoCodec, caplog: pytest.LogCaptureFixture) -> None:
