@@ -388,10 +388,11 @@ class _NlcPlan:
 @contextlib.contextmanager
 def cudnn_autotune(enabled: bool = True) -> Iterator[None]:
     """cuDNN picks each conv's algorithm by timing them (``cudnn.benchmark``) inside the
-    block, as the H100 codec benchmarks did. Without it cuDNN's heuristics choose, and for
-    the channels-last ``[B, C, 1, T]`` convs they chose badly: the serving worker decoded
-    641-718 audio s/s at 256 streams (H100 runs 5-6) where the autotuned pool step does
-    2,669. The algorithm chosen while a CUDA graph is captured is the one it replays."""
+    block, as the H100 codec benchmarks did. Without it cuDNN's heuristics choose: the
+    serving worker (not autotuned) decoded 641-718 audio s/s at 256 streams (H100 runs 5-6)
+    where the autotuned pool step does 2,669 -- most likely their choice for the
+    channels-last ``[B, C, 1, T]`` convs. The algorithm chosen while a CUDA graph is
+    captured is the one it replays."""
     if not enabled:
         yield
         return
