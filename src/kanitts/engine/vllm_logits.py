@@ -223,10 +223,10 @@ except Exception:  # noqa: BLE001  (vLLM absent or incompatible)
     _LPBase = object  # type: ignore[assignment,misc]
 
 
-def request_settings(params: Any) -> dict[str, Any] | None:
-    """The kanitts settings in a vLLM SamplingParams' extra_args (None: not ours)."""
+def request_settings(params: Any, key: str = EXTRA_ARGS_KEY) -> dict[str, Any] | None:
+    """The kanitts settings in a vLLM SamplingParams' extra_args under ``key`` (None: not ours)."""
     extra = getattr(params, "extra_args", None) or {}
-    cfg = extra.get(EXTRA_ARGS_KEY)
+    cfg = extra.get(key)
     if not cfg or cfg.get("mode", "sample") not in ("sample", "mask"):
         return None
     return cfg
