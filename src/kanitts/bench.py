@@ -300,15 +300,7 @@ def client_processes(concurrency: int, requested: int | None = None) -> int:
 def _http_load_part(base_url: str, first: int, n: int, tokens: int, start_at: float) -> tuple[list[StreamResult], float]:
     """One client process's share: ``n`` streams starting at wall-clock ``start_at``."""
     time.sleep(max(0.0, start_at - time.time()))
-
-    async def go() -> LoadResult:
-        import httpx
-
-        limits = httpx.Limits(max_connections=n + 8, max_keepalive_connections=n + 8)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=30.0), limits=limits) as client:
-            return await run_load(lambda i: http_stream(client, base_url, tokens, first + i), n)
-
-    lr = asyncio.run(go())
+    lr = asyncio.run(http_load(base_url, n, tokens, processes=1, first=first))
     return lr.streams, time.time()
 
 
@@ -340,9 +332,10 @@ async def http_load_processes(base_url: str, concurrency: int, tokens: int, proc
 
 
 async def http_load(base_url: str, concurrency: int, tokens: int, *, client: Any = None,
-                    processes: int | None = None) -> LoadResult:
-    """``concurrency`` simultaneous streams; above 32 they come from several client
-    processes (:func:`client_processes`) unless a ``client`` is given."""
+                    processes: int | None = None, first: int = 0) -> LoadResult:
+    """``concurrency`` simultaneous streams (request texts numbered from ``first``); above 32
+    they come from several client processes (:func:`client_processes`) unless a ``client``
+    is given."""
     import httpx
 
     if client is None:
@@ -354,7 +347,7 @@ async def http_load(base_url: str, concurrency: int, tokens: int, *, client: Any
         limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
         client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=30.0), limits=limits)
     try:
-        return await run_load(lambda i: http_stream(client, base_url, tokens, i), concurrency)
+        return await run_load(lambda i: http_stream(client, base_url, tokens, first + i), concurrency)
     finally:
         if own:
             await client.aclose()
