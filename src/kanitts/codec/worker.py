@@ -88,7 +88,7 @@ class CodecWorker:
         device: str | torch.device | None = None,
         max_pending_frames: int | None = None,
         max_ready_chunks: int = 4,
-        fast: bool | None = None,
+        fast: bool = True,
     ) -> None:
         if first_chunk_frames < 1 or chunk_frames < 1:
             raise ValueError("chunk sizes must be >= 1 frame")
@@ -102,8 +102,6 @@ class CodecWorker:
         self.chunk_frames = chunk_frames
         self.max_pending_frames = max_pending_frames or 4 * max(chunk_frames, first_chunk_frames)
         self.max_ready_chunks = max(1, max_ready_chunks)
-        if fast is None:
-            fast = True
         # Channels-last decoder walk with fused activations everywhere; on CUDA also one
         # CUDA graph per (batch bucket, frames), on the pool's own stream so decoding never
         # serialises behind token generation.
