@@ -28,6 +28,7 @@ the planner normalized text (``normalize`` keeps paragraph breaks and break tags
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = [
@@ -182,24 +183,14 @@ def _is_sentence_end(text: str, start: int, end: int) -> bool:
     return True
 
 
-def _split_sentences(text: str) -> list[str]:
+def _split_at(text: str, pattern: re.Pattern[str], is_boundary: Callable[[str, int, int], bool] | None = None) -> list[str]:
+    """Pieces of ``text`` ending at each ``pattern`` match that ``is_boundary`` accepts (all when
+    None), each piece keeping its delimiter; whitespace-only pieces are dropped."""
     out: list[str] = []
     pos = 0
-    for m in _END_RE.finditer(text):
-        if _is_sentence_end(text, m.start(), m.end()):
-            piece = text[pos : m.end()]
-            if piece.strip():
-                out.append(piece)
-            pos = m.end()
-    if text[pos:].strip():
-        out.append(text[pos:])
-    return out
-
-
-def _split_clauses(text: str) -> list[str]:
-    out: list[str] = []
-    pos = 0
-    for m in _CLAUSE_RE.finditer(text):
+    for m in pattern.finditer(text):
+        if is_boundary is not None and not is_boundary(text, m.start(), m.end()):
+            continue
         piece = text[pos : m.end()]
         if piece.strip():
             out.append(piece)
@@ -207,6 +198,14 @@ def _split_clauses(text: str) -> list[str]:
     if text[pos:].strip():
         out.append(text[pos:])
     return out
+
+
+def _split_sentences(text: str) -> list[str]:
+    return _split_at(text, _END_RE, _is_sentence_end)
+
+
+def _split_clauses(text: str) -> list[str]:
+    return _split_at(text, _CLAUSE_RE)
 
 
 def _pack(pieces: list[str], limit_chars: float) -> list[str]:
