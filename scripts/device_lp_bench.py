@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from kanitts.engine.vllm_logits import KaniCodebookLogitsProcessor  # noqa: E402
-from kanitts.protocol import END_OF_HUMAN, END_OF_TEXT, MODEL_VOCAB_SIZE, FrameParser  # noqa: E402
+from kanitts.tokens import END_OF_HUMAN, END_OF_TEXT, MODEL_VOCAB_SIZE, FrameParser  # noqa: E402
 
 V = MODEL_VOCAB_SIZE
 

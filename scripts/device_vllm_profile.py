@@ -46,7 +46,7 @@ from kanitts.bench import ensure_assets
 from kanitts.engine.base import SamplingParams
 from kanitts.engine.modes import engine_args_for
 from kanitts.engine.vllm_backend import VllmBackend, sampling_kwargs, warmup_prompt
-from kanitts.protocol import with_opening
+from kanitts.tokens import with_opening
 
 
 def gpu_busy_us(prof: Any) -> tuple[float, int, list[tuple[str, float, int]]]:

@@ -47,7 +47,7 @@ class FakeBackend:
     async def close(self) -> None: ...
 
     async def stream(self, prompt_ids, params, request_id=None) -> AsyncIterator[list[int]]:
-        from kanitts.protocol import frame_tokens
+        from kanitts.tokens import frame_tokens
 
         self.stats.active_requests += 1
         try:

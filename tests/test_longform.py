@@ -149,7 +149,7 @@ class _Backend:
         self.active = 0
 
     async def stream(self, prompt, params, request_id=None) -> AsyncIterator[list[int]]:
-        from kanitts.protocol import START_OF_AI, START_OF_SPEECH, frame_tokens
+        from kanitts.tokens import START_OF_AI, START_OF_SPEECH, frame_tokens
 
         self.active += 1
         try:

@@ -18,7 +18,7 @@ ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 httpx = pytest.importorskip("httpx")
 
-from kanitts import protocol as p  # noqa: E402
+from kanitts import tokens as p  # noqa: E402
 
 APP = "kanitts"
 

@@ -16,7 +16,7 @@ import wave
 import pytest
 import pytest_asyncio
 
-from kanitts import protocol as p
+from kanitts import tokens as p
 from kanitts.config import load_settings
 from kanitts.engine.base import SamplingParams
 from kanitts.engine.replicas import ReplicaError, ReplicaPool

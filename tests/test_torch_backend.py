@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from kanitts import protocol as p
+from kanitts import tokens as p
 from kanitts.engine.base import SamplingParams
 from kanitts.engine.torch_backend import TorchBackend
 

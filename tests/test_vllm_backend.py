@@ -13,7 +13,7 @@ from kanitts.engine.vllm_backend import (
     warmup_prompt,
 )
 from kanitts.engine.vllm_logits import EXTRA_ARGS_KEY, LOGITS_PROCESSOR_FQCN
-from kanitts.protocol import END_OF_AI, END_OF_HUMAN, END_OF_SPEECH, START_OF_HUMAN
+from kanitts.tokens import END_OF_AI, END_OF_HUMAN, END_OF_SPEECH, START_OF_HUMAN
 
 
 class FakeSP:
@@ -164,7 +164,7 @@ async def test_stream_close_aborts():
 
 def test_opening_is_teacher_forced():
     from kanitts.engine.vllm_backend import with_opening
-    from kanitts.protocol import START_OF_AI, START_OF_SPEECH
+    from kanitts.tokens import START_OF_AI, START_OF_SPEECH
 
     p = warmup_prompt(1)
     assert with_opening(p) == [*p, START_OF_AI, START_OF_SPEECH]
@@ -173,7 +173,7 @@ def test_opening_is_teacher_forced():
 
 
 async def test_stream_sends_prompt_with_opening_and_overrides():
-    from kanitts.protocol import START_OF_AI, START_OF_SPEECH
+    from kanitts.tokens import START_OF_AI, START_OF_SPEECH
 
     b = _backend(2)
     seen = {}

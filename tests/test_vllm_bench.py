@@ -40,7 +40,7 @@ async def test_http_error_recorded():
 class FakeBackend(GenerationBackend):
     def stream(self, prompt_ids, params, request_id=None, **kw):
         async def gen():
-            from kanitts.protocol import START_OF_AI, START_OF_SPEECH, audio_token
+            from kanitts.tokens import START_OF_AI, START_OF_SPEECH, audio_token
 
             yield [START_OF_AI, START_OF_SPEECH]
             n = 2
@@ -69,7 +69,7 @@ async def test_engine_stream_lm_only_and_seed_windows():
 
 
 def test_frames_lenient_on_invalid_stream():
-    from kanitts.protocol import FrameParser, audio_token
+    from kanitts.tokens import FrameParser, audio_token
 
     p = FrameParser()
     f = bench._frames_lenient(p, [audio_token(2, 1), audio_token(0, 2), audio_token(1, 3), audio_token(3, 4), 5])

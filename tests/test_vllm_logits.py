@@ -13,7 +13,7 @@ from kanitts.engine.vllm_logits import (
     gather_candidates,
     sample_candidates,
 )
-from kanitts.protocol import (
+from kanitts.tokens import (
     AUDIO_TOKEN_START,
     CODEBOOK_SIZE,
     END_OF_AI,

@@ -232,7 +232,7 @@ def _build_full_size_fallback(root: Path) -> None:  # pragma: no cover - used be
     from transformers import Lfm2Config, Lfm2ForCausalLM, PreTrainedTokenizerFast
 
     from kanitts.codec import write_tiny_nemo
-    from kanitts.protocol import MODEL_VOCAB_SIZE
+    from kanitts.tokens import MODEL_VOCAB_SIZE
 
     out = root / "model"
     lt = ["full_attention" if i in (2, 5, 8, 10, 12, 14) else "conv" for i in range(16)]
@@ -436,7 +436,7 @@ async def engine_stream(backend: Any, tokens: int, i: int, codec: Any = None, *,
                         seed_windows: Any = None) -> StreamResult:
     """One stream through the engine (and the codec when given)."""
     from kanitts.engine.base import SamplingParams
-    from kanitts.protocol import FrameParser
+    from kanitts.tokens import FrameParser
 
     params = SamplingParams(max_tokens=tokens, min_tokens=tokens, seed=i)
     r = StreamResult()
@@ -503,7 +503,7 @@ async def engine_stream(backend: Any, tokens: int, i: int, codec: Any = None, *,
 def _frames_lenient(parser: Any, ids: list[int]) -> list[list[int]]:
     """Frames for the codec. Unconstrained sampling (the seed) can emit invalid tokens on
     random weights; like the seed, such streams are decoded code by code modulo 4032."""
-    from kanitts.protocol import AUDIO_TOKEN_END, AUDIO_TOKEN_START, CODEBOOK_SIZE, MalformedStreamError
+    from kanitts.tokens import AUDIO_TOKEN_END, AUDIO_TOKEN_START, CODEBOOK_SIZE, MalformedStreamError
 
     try:
         return parser.feed(ids)

@@ -235,7 +235,7 @@ def _say(args: argparse.Namespace) -> int:
 async def _say_async(settings: Any, text: str, voice: str | None, seed: int | None, fmt: str,
                      speed: float, out: Path) -> int:
     from kanitts.audio import encode_all
-    from kanitts.protocol import SAMPLE_RATE
+    from kanitts.tokens import SAMPLE_RATE
     from kanitts.routing import RoutingError
     from kanitts.server.app import apply_speed
     from kanitts.service import TTSService

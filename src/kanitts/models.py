@@ -9,7 +9,7 @@ from typing import Any
 from kanitts.config import LanguageConfig, Settings
 from kanitts.engine.base import GenerationBackend
 from kanitts.hub import ModelLoadError, resolve_dir
-from kanitts.protocol import DEFAULT_TEMPLATE, PromptTemplate, build_prompt, read_speakers
+from kanitts.tokens import DEFAULT_TEMPLATE, PromptTemplate, build_prompt, read_speakers
 
 logger = logging.getLogger(__name__)
 

@@ -103,7 +103,7 @@ class TTSService:
         except Exception as exc:
             st.state, st.error = "failed", str(exc)
             raise
-        from kanitts.protocol import DEFAULT_TEMPLATE
+        from kanitts.tokens import DEFAULT_TEMPLATE
 
         self.models[code] = VoiceModel(
             language=code,

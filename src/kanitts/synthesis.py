@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from kanitts.engine.base import SamplingParams
-from kanitts.protocol import SAMPLE_RATE, TOKENS_PER_SECOND, FrameParser, MalformedStreamError
+from kanitts.tokens import SAMPLE_RATE, TOKENS_PER_SECOND, FrameParser, MalformedStreamError
 from kanitts.routing import Route
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import json
 import logging
 from pathlib import Path
 
-from kanitts.protocol import END_OF_TEXT, MODEL_VOCAB_SIZE, START_OF_TEXT
+from kanitts.tokens import END_OF_TEXT, MODEL_VOCAB_SIZE, START_OF_TEXT
 
 logger = logging.getLogger(__name__)
 

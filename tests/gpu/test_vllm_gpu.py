@@ -20,7 +20,7 @@ pytestmark = [
 ]
 
 from kanitts.engine.base import SamplingParams  # noqa: E402
-from kanitts.protocol import STOP_TOKEN_IDS, FrameParser  # noqa: E402
+from kanitts.tokens import STOP_TOKEN_IDS, FrameParser  # noqa: E402
 
 N = 120
 
@@ -161,7 +161,7 @@ def test_mode_loads_and_streams(env, mode):
         "from kanitts.engine.modes import engine_args_for\n"
         "from kanitts.engine.vllm_backend import VllmBackend\n"
         "from kanitts.engine.base import SamplingParams\n"
-        "from kanitts.protocol import FrameParser\n"
+        "from kanitts.tokens import FrameParser\n"
         "async def go():\n"
         "  b=VllmBackend(sys.argv[1], engine_args_for(sys.argv[2], sys.argv[1], {'gpu_memory_utilization': 0.3} "
         "if sys.argv[2]=='high_performance' else None), warmup_requests=4)\n"

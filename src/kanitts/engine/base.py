@@ -10,7 +10,7 @@ import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
-from kanitts.protocol import STOP_TOKEN_IDS
+from kanitts.tokens import STOP_TOKEN_IDS
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import torch
 
 from kanitts.engine.base import GenerationBackend, SamplingParams
 from kanitts.hub import ModelLoadError, resolve_dir
-from kanitts.protocol import SpeechConstraint, with_opening
+from kanitts.tokens import SpeechConstraint, with_opening
 
 logger = logging.getLogger(__name__)
 

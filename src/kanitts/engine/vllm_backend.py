@@ -17,7 +17,7 @@ from typing import Any
 
 from kanitts.engine.base import GenerationBackend, SamplingParams
 from kanitts.engine.vllm_logits import EXTRA_ARGS_KEY, LOGITS_PROCESSOR_FQCN, RESTRICT_MODES
-from kanitts.protocol import END_OF_HUMAN, END_OF_TEXT, OPENING, START_OF_HUMAN, START_OF_TEXT, with_opening  # noqa: F401
+from kanitts.tokens import END_OF_HUMAN, END_OF_TEXT, OPENING, START_OF_HUMAN, START_OF_TEXT, with_opening  # noqa: F401
 
 logger = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ from typing import Any
 
 import torch
 
-from kanitts.protocol import (
+from kanitts.tokens import (
     AUDIO_TOKEN_END,
     AUDIO_TOKEN_START,
     CODEBOOK_SIZE,

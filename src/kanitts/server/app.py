@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from kanitts.audio import TempoChanger, content_type, encode_all, encode_stream
 from kanitts.config import Settings
-from kanitts.protocol import SAMPLE_RATE
+from kanitts.tokens import SAMPLE_RATE
 from kanitts.routing import RoutingError
 from kanitts.server.admission import Admission
 from kanitts.server.errors import APIError, install_error_handlers

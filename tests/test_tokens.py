@@ -1,6 +1,6 @@
 import pytest
 
-from kanitts import protocol as p
+from kanitts import tokens as p
 
 
 class FakeTok:
