@@ -72,7 +72,7 @@ def test_frames_lenient_on_invalid_stream():
     from kanitts.tokens import FrameParser, audio_token
 
     p = FrameParser()
-    f = bench._frames_lenient(p, [audio_token(2, 1), audio_token(0, 2), audio_token(1, 3), audio_token(3, 4), 5])
+    f = bench.frames_lenient(p, [audio_token(2, 1), audio_token(0, 2), audio_token(1, 3), audio_token(3, 4), 5])
     assert f == [[1, 2, 3, 4]]
 
 
