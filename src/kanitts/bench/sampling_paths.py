@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from kanitts.bench import round1_logits
+from kanitts.bench.round1_logits import EXTRA_ARGS_KEY as ROUND1_EXTRA_ARGS_KEY
+from kanitts.bench.round1_logits import LOGITS_PROCESSOR_FQCN as ROUND1_PROCESSOR_FQCN
 from kanitts.engine.base import SamplingParams
 from kanitts.engine.vllm_backend import VllmBackend, build_sampling_params, sampling_kwargs
 from kanitts.engine.vllm_logits import EXTRA_ARGS_KEY
@@ -35,11 +36,11 @@ class SamplingPathBackend(VllmBackend):
         engine_args = dict(engine_args or {})
         if round1:
             engine_args["logits_processors"] = [*(engine_args.get("logits_processors") or []),
-                                                round1_logits.LOGITS_PROCESSOR_FQCN]
+                                                ROUND1_PROCESSOR_FQCN]
         super().__init__(model, engine_args, **kwargs)
         self.round1 = round1
 
-    def stream(  # type: ignore[override]
+    def stream(
         self,
         prompt_ids: list[int],
         params: SamplingParams,
@@ -53,7 +54,7 @@ class SamplingPathBackend(VllmBackend):
         if restrict == ROUND1_MODE:
             settings = sampling_kwargs(params, "sample")["extra_args"][EXTRA_ARGS_KEY]
             restrict = "sample"
-            vllm_overrides = {**(vllm_overrides or {}), "extra_args": {round1_logits.EXTRA_ARGS_KEY: settings}}
+            vllm_overrides = {**(vllm_overrides or {}), "extra_args": {ROUND1_EXTRA_ARGS_KEY: settings}}
         mode = restrict or self.restrict
 
         def vllm_params() -> Any:
