@@ -4,19 +4,18 @@ Per step, what the processor costs inside vLLM's sampler: host time of ``apply()
 engine is CPU-bound at batch 1, so this lands on the critical path), device time (CUDA
 events), and kernels launched per step (torch.profiler). Variants:
 
-* ``old``: the round-1 processor (scripts/device_lp_old.py): Python row loop, host->device
+* ``old``: the round-1 processor (kanitts/bench/round1_logits.py): Python row loop, host->device
   copies every step, ~70 eager kernels; needs the real generated ids (vLLM syncs for them).
 * ``new_eager``: GPU-resident state, same math, eager (KANITTS_LP_GRAPHS=0).
 * ``new_graph``: the same captured in two CUDA graphs per batch bucket (the default).
 
 Also checks that all three pick exactly the same tokens for the same logits and seeds
 (the new ones only ever see -1 placeholders, as under vLLM's async scheduling) and that
-every stream parses as valid frames. Usage: python scripts/device_lp_bench.py [B,...]
+every stream parses as valid frames. Usage: python scripts/logits_processor_bench.py [B,...]
 Prints ``LPBENCH {json}`` lines and a table.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
 import sys
@@ -29,31 +28,24 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from kanitts.engine.vllm_logits import KaniCodebookLogitsProcessor  # noqa: E402
+from kanitts.bench import round1_logits  # noqa: E402
+from kanitts.engine.vllm_logits import EXTRA_ARGS_KEY, KaniCodebookLogitsProcessor  # noqa: E402
 from kanitts.tokens import END_OF_HUMAN, END_OF_TEXT, MODEL_VOCAB_SIZE, FrameParser  # noqa: E402
 
 V = MODEL_VOCAB_SIZE
 
 
-def load_old():
-    spec = importlib.util.spec_from_file_location("device_lp_old", ROOT / "scripts" / "device_lp_old.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["device_lp_old"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def make(variant: str, max_seqs: int, dev: torch.device):
     cfg = SimpleNamespace(scheduler_config=SimpleNamespace(max_num_seqs=max_seqs))
     if variant == "old":
-        return load_old().KaniCodebookLogitsProcessor(cfg, dev, True)
+        return round1_logits.KaniCodebookLogitsProcessor(cfg, dev, True)
     p = KaniCodebookLogitsProcessor(cfg, dev, True)
     p.use_graphs = variant == "new_graph"
     return p
 
 
 def add_rows(proc, variant: str, b: int):
-    key = "kanitts_old" if variant == "old" else "kanitts"
+    key = round1_logits.EXTRA_ARGS_KEY if variant == "old" else EXTRA_ARGS_KEY
     outs = [[] for _ in range(b)]
     prompt = [1, 5, END_OF_TEXT, END_OF_HUMAN]
     added = [(i, SimpleNamespace(extra_args={key: {"mode": "sample", "temperature": 0.6, "top_p": 0.95,

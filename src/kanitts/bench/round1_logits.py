@@ -1,6 +1,6 @@
-"""OLD (round 1) codebook-restricted logits processor, kept only to compare against the new one in one
-device run (scripts/device_lp_bench.py, kanitts bench --compare-restrict): requests opt in with
-``extra_args["kanitts_old"]``. Not used by the server.
+"""The round-1 codebook-restricted logits processor, kept only to compare against the current one
+in one device run (scripts/logits_processor_bench.py, ``kanitts bench --compare-restrict``'s
+``sample_old`` path): requests opt in with ``extra_args["kanitts_old"]``. Not used by the server.
 
 Only the processor class is the round-1 code (Python row loop, host<->device copies, a sync for
 the generated ids every step); the pure pieces it calls (the validity state machine, candidate
@@ -27,7 +27,7 @@ from kanitts.engine.vllm_logits import (
 )
 
 #: FQCN that vLLM loads in its engine process (``logits_processors=[...]`` engine arg).
-LOGITS_PROCESSOR_FQCN = "device_lp_old:KaniCodebookLogitsProcessor"
+LOGITS_PROCESSOR_FQCN = "kanitts.bench.round1_logits:KaniCodebookLogitsProcessor"
 #: Key in ``SamplingParams.extra_args`` carrying the per-request settings.
 EXTRA_ARGS_KEY = "kanitts_old"
 

@@ -1,4 +1,4 @@
-"""Where a single stream's decode step goes inside vLLM (device script, H100).
+"""Where a single stream's decode step goes inside vLLM (run on a GPU machine; measured on an H100).
 
 Single-stream RTF is ``ms per token / 20``: the target RTF 0.09 needs 1.8 ms per token. This
 script runs vLLM in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, so one Python process
@@ -19,7 +19,7 @@ Variants (each its own engine): ``restricted`` = our preset + the kanitts logits
 ``--batch N`` also times N concurrent requests (aggregate tokens/s). ``VLLM_USE_V2_MODEL_RUNNER=1``
 in the environment measures vLLM's experimental model runner V2 (it refuses custom logits
 processors, so only ``plain``/``sampled`` run there).
-Usage on the device (after the vLLM bundle): ``python3 scripts/device_vllm_profile.py
+Usage on the device (after the vLLM bundle): ``python3 scripts/vllm_step_profile.py
 [--mode low_vram] [--tokens 300] [--variants restricted,plain]``. Prints ``PROFILE {json}``
 lines; ``--json FILE`` appends them.
 """

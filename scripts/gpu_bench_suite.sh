@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Device-side driver for the vLLM benchmarks (H100/H200 via the `device` tool).
+# The GPU benchmark suite: the vLLM benchmarks step by step (run on the GPU machine).
 # Usage (repo root on the device, after the vLLM bundle is unpacked, see ../shared/device/README.md):
-#   bash scripts/device_bench.sh STEP...
+#   bash scripts/gpu_bench_suite.sh STEP...
 # Steps:
 #   lp          logits-processor micro-benchmark (old / new eager / new CUDA-graphed), no vLLM
 #   main        engine-level high_performance + seed baseline + every sampling path compared
@@ -12,13 +12,13 @@
 #   http_hp     HTTP path, high_performance (1/16/256 + 384 streams), --baseline seed, codec alone afterwards
 #   http_hp_si1 the same with one engine output per token (stream_interval 1), no baseline
 #   http_low_cpu  HTTP path, low_vram with codec.device=cpu (one CUDA context: the engine's)
-#   profile     where a single stream's decode step goes inside vLLM (scripts/device_vllm_profile.py)
+#   profile     where a single stream's decode step goes inside vLLM (scripts/vllm_step_profile.py)
 #   low_vram|bnb_4bit|fp8|balanced   engine-level runs of those presets;  gputest   GPU suite
 # KANITTS_SRC: run another copy of src/ (e.g. a snapshot of HEAD while the tree is being edited).
 # Results: $OUT/h100.json (one entry per run), $OUT/log-*.txt. Env: KB_T (per-step timeout, s).
 set -uo pipefail
 . /tmp/vllm-site/env.sh
-export PYTHONPATH="${KANITTS_SRC:-$PWD/src}:$PWD/scripts:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+export PYTHONPATH="${KANITTS_SRC:-$PWD/src}:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 [ -d /tmp/extra-site ] && export PYTHONPATH="$PYTHONPATH:/tmp/extra-site"
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 J="$OUT/h100.json"
@@ -29,7 +29,7 @@ python3 -c "import kanitts.bench as b; b.ensure_assets('/tmp/kanitts-bench')" 2>
 for step in "$@"; do
   echo "=== $step $(date +%T)"
   case $step in
-    lp) timeout ${KB_T:-120} python3 scripts/device_lp_bench.py 1,16,256 2>&1 | tee "$OUT/log-lp.txt" | grep -v "^LPBENCH"
+    lp) timeout ${KB_T:-120} python3 scripts/logits_processor_bench.py 1,16,256 2>&1 | tee "$OUT/log-lp.txt" | grep -v "^LPBENCH"
         if grep -q '"graph_error": "' "$OUT/log-lp.txt"; then echo "graph capture failed: KANITTS_LP_GRAPHS=0"; export KANITTS_LP_GRAPHS=0; fi ;;
     main) timeout ${KB_T:-420} $B --engine-only --mode high_performance --baseline seed --compare-restrict \
             --concurrency 1,16,256 --realtime-levels ${RT_LEVELS:-256,384} --label engine-high_performance 2>&1 \
@@ -71,7 +71,7 @@ EOF
     http_low_cpu) KANITTS_CODEC__DEVICE=cpu timeout ${KB_T:-300} $B --mode low_vram --concurrency 1,4 --realtime-levels 4 \
             --label http-low_vram-codec-cpu --server-log "$OUT/log-server-low-cpu.txt" 2>&1 \
             | tee "$OUT/log-http-low-cpu.txt" | grep -E "$F" | cut -c1-600 ;;
-    profile) timeout ${KB_T:-300} python3 scripts/device_vllm_profile.py --json "$OUT/profile.json" ${PROFILE_ARGS:-} 2>&1 \
+    profile) timeout ${KB_T:-300} python3 scripts/vllm_step_profile.py --json "$OUT/profile.json" ${PROFILE_ARGS:-} 2>&1 \
             | tee "$OUT/log-profile.txt" | grep -E "^==|^   |Error|error" | cut -c1-300 ;;
     http_hp_si1) timeout ${KB_T:-300} $B --mode high_performance --concurrency 1,16,256 --realtime-levels 384 \
             --engine-args '{"stream_interval": 1}' --label http-high_performance-stream_interval1 \
