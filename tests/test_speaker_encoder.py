@@ -131,3 +131,33 @@ def test_load_errors_are_one_clear_line(tmp_path: Path, tiny_dir: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "lfm2"}))
     with pytest.raises(ModelLoadError, match="not 'wavlm'"):
         read_encoder_config(tmp_path)
+
+
+def test_bf16_model_gives_float32_unit_vectors_close_to_float32(tiny_dir: Path, encoder: SpeakerEncoder) -> None:
+    half = load_speaker_encoder(tiny_dir, dtype=torch.bfloat16)
+    pcm = parity_inputs()[1].numpy()
+    emb = half.embed(pcm)
+    assert emb.dtype == np.float32 and np.linalg.norm(emb) == pytest.approx(1.0, abs=1e-2)
+    assert float(emb @ encoder.embed(pcm)) > 0.98
+
+
+def test_embed_reference_audio_from_an_uploaded_file(encoder: SpeakerEncoder) -> None:
+    import io
+
+    import av
+
+    from kanitts.speaker import ReferenceAudioError, decode_reference_audio, embed_reference_audio
+
+    pcm = (parity_inputs()[1].numpy() * 32767 * 0.5).astype(np.int16)
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="wav") as out:
+        stream = out.add_stream("pcm_s16le", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
+        frame.sample_rate = 16000
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    emb = embed_reference_audio(encoder, buf.getvalue())
+    assert np.array_equal(emb, encoder.embed(decode_reference_audio(buf.getvalue())))
+    assert np.abs(emb - encoder.embed(parity_inputs()[1].numpy())).max() < 1e-3  # 16-bit rounding only
+    with pytest.raises(ReferenceAudioError, match="could not be decoded"):
+        embed_reference_audio(encoder, b"not audio at all")

@@ -89,11 +89,12 @@ class SpeakerEncoder(nn.Module):
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
         """``input_values``: float ``[B, T]`` 16 kHz waveforms of equal length (no padding:
-        each row is normalised and pooled over its full length). Returns ``[B, D]`` unit
-        vectors in the model's dtype. ``T`` must exceed the WavLM feature extractor's
+        each row is normalised, in float32, and pooled over its full length). Returns
+        ``[B, D]`` unit vectors in the model's dtype. ``T`` must exceed the WavLM feature extractor's
         receptive field (400 samples for the real encoder)."""
-        x = input_values
+        x = input_values.float()  # normalise in float32 even for a bf16/fp16 model
         x = (x - x.mean(dim=1, keepdim=True)) / (x.std(dim=1, keepdim=True) + _MVN_EPS)
+        x = x.to(self.top_layers.affine1.weight.dtype)
         hidden = self.wavlm(input_values=x).last_hidden_state  # [B, frames, H]
         mean = hidden.mean(dim=1)
         std = hidden.var(dim=1).clamp(min=_VAR_FLOOR).sqrt()
@@ -112,7 +113,6 @@ class SpeakerEncoder(nn.Module):
             raise ValueError(f"expected mono samples [T], got shape {pcm.shape}")
         if pcm.shape[0] < SPEAKER_SAMPLE_RATE // 10:
             raise ValueError(f"{pcm.shape[0]} samples is too short to embed")
-        weight = self.top_layers.affine1.weight
         x = torch.from_numpy(np.ascontiguousarray(pcm, dtype=np.float32))
-        out = self(x.to(device=weight.device, dtype=weight.dtype).unsqueeze(0))
+        out = self(x.to(self.device).unsqueeze(0))
         return out[0].float().cpu().numpy()
