@@ -161,3 +161,19 @@ def test_embed_reference_audio_from_an_uploaded_file(encoder: SpeakerEncoder) ->
     assert np.abs(emb - encoder.embed(parity_inputs()[1].numpy())).max() < 1e-3  # 16-bit rounding only
     with pytest.raises(ReferenceAudioError, match="could not be decoded"):
         embed_reference_audio(encoder, b"not audio at all")
+
+
+def test_loads_sharded_safetensors(tmp_path: Path, tiny_dir: Path, encoder: SpeakerEncoder) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(tiny_dir / SAFETENSORS_NAME))
+    keys = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+    for name, part in shards.items():
+        save_file({k: state[k] for k in part}, str(tmp_path / name))
+    weight_map = {k: name for name, part in shards.items() for k in part}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (tmp_path / "config.json").write_text((tiny_dir / "config.json").read_text())
+    x = parity_inputs()[:1]
+    with torch.inference_mode():
+        assert torch.equal(load_speaker_encoder(tmp_path)(x), encoder(x))

@@ -50,7 +50,17 @@ def read_encoder_config(folder: Path) -> WavLMConfig:
 
 def read_encoder_state(folder: Path) -> dict[str, torch.Tensor]:
     """The checkpoint's tensors with legacy weight-norm names renamed."""
-    shards = sorted(folder.glob("*.safetensors"))
+    index = folder / (SAFETENSORS_NAME + ".index.json")
+    if index.is_file():
+        try:
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"speaker encoder {folder}: bad {index.name} ({exc})") from None
+        shards = [folder / name for name in names]
+    elif (folder / SAFETENSORS_NAME).is_file():
+        shards = [folder / SAFETENSORS_NAME]
+    else:
+        shards = sorted(folder.glob("*.safetensors"))[:1]
     state: dict[str, torch.Tensor] = {}
     if shards:
         from safetensors.torch import load_file
@@ -98,7 +108,7 @@ def load_speaker_encoder(
     """Load the encoder by hub id (cache first) or folder, on ``device`` in ``dtype``,
     in eval mode. Raises :class:`kanitts.hub.ModelLoadError` (one user-facing line) when
     it cannot be found, fetched or matched to its config."""
-    folder = resolve_dir(id_or_path, allow_patterns=[CONFIG_NAME, "*.safetensors", "*.safetensors.index.json"])
+    folder = resolve_dir(id_or_path, allow_patterns=[CONFIG_NAME, "model*.safetensors*"])
     if not any(folder.glob("*.safetensors")) and not (folder / BIN_NAME).is_file():
         folder = resolve_dir(id_or_path, allow_patterns=[CONFIG_NAME, BIN_NAME])  # older repos
     config = read_encoder_config(folder)
