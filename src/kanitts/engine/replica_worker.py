@@ -3,7 +3,7 @@
 Started with the ``spawn`` start method, so nothing (CUDA context, threads, locks) is
 inherited from the front process. It selects its GPU through ``CUDA_VISIBLE_DEVICES``
 before anything can initialise CUDA, builds the configured backend (PyTorch or vLLM) with
-:func:`kanitts.models.build_backend` and then serves requests over one duplex
+:func:`kanitts.engine.factory.build_local_backend` and then serves requests over one duplex
 :func:`multiprocessing.Pipe` connection.
 
 Wire protocol (pickled Python objects, one message = one list of events):
@@ -141,13 +141,13 @@ async def _serve(index: int, conn: Any, settings: Any, model_path: str, share: f
     threading.Thread(target=reader, name="replica-reader", daemon=True).start()
     try:
         from kanitts.engine.base import SamplingParams
-        from kanitts.models import build_backend
+        from kanitts.engine.factory import build_local_backend
 
         eng = {"data_parallel_size": 1, "gpus": None}
         if gpu is not None and (settings.engine.device == "auto" or settings.engine.device.startswith("cuda")):
             eng["device"] = "cuda"
         local = settings.model_copy(update={"engine": settings.engine.model_copy(update=eng)})
-        backend = build_backend(local, model_path, share=share)
+        backend = build_local_backend(local, model_path, share=share)
         await backend.start()
     except BaseException as exc:  # noqa: BLE001 - reported to the front, then exit
         sender.put(("fatal", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"))
