@@ -398,9 +398,11 @@ class NlcWalk:
         assert plan is not None
         ctx = [s.index_select(0, index) for s in states]
         new: list[Tensor | None] = [None] * len(ctx)
-        lat = plan.table[codes]  # [B, G, T, D]
-        b, g, t, d = lat.shape
-        x = lat.permute(0, 2, 1, 3).reshape(b, t, g * d).to(self.dtype)
+        # Look up with the codes' [B, G, T] view read as [B, T, G]: the latent comes out
+        # [B, T, G, D], already channels-last (no permute of the latent).
+        lat = plan.table[codes.transpose(1, 2)]
+        b, t, g, d = lat.shape
+        x = lat.reshape(b, t, g * d).to(self.dtype)
         if plan.cin_p > plan.cin:
             x = F.pad(x, (0, plan.cin_p - plan.cin))
         pre = plan.pre
