@@ -46,7 +46,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kanitts.codec import fast, kernels
+from kanitts.codec import kernels
+from kanitts.codec import walk_nlc as fast
 
 T0 = time.perf_counter()
 CPU = os.environ.get("ACT_BENCH_CPU") == "1"
@@ -148,10 +149,10 @@ def _nosin(fn: Callable[..., Any]) -> Callable[..., Any]:
     return out
 
 
-_COMPILED: dict[str, fast._Pointwise] = {}
+_COMPILED: dict[str, fast.Pointwise] = {}
 
 
-def compiled(name: str) -> fast._Pointwise:
+def compiled(name: str) -> fast.Pointwise:
     """fast.py's function ``name`` wrapped exactly as FastStreamingDecoder wraps it under
     ``compile="ops"`` (C static, B/T dynamic); one wrapper per function, as in fast.py."""
     if name not in _COMPILED:
@@ -160,7 +161,7 @@ def compiled(name: str) -> fast._Pointwise:
         fn = getattr(fast, base)
         if name.endswith("_nosin"):
             fn = _nosin(fn)
-        _COMPILED[name] = fast._Pointwise(fn, n_act[base], COMPILE)
+        _COMPILED[name] = fast.Pointwise(fn, n_act[base], COMPILE)
     return _COMPILED[name]
 
 

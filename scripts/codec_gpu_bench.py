@@ -31,8 +31,9 @@ from pathlib import Path
 import torch
 
 from kanitts.codec.fast import FastStreamingDecoder
-from kanitts.codec.nanocodec import CausalConv1d, CausalConvTranspose1d, NanoCodec
-from kanitts.codec.tiny import randomize_codec, tiny_codec_config
+from kanitts.codec.layers import CausalConv1d, CausalConvTranspose1d
+from kanitts.codec.nanocodec import NanoCodec
+from kanitts.codec.tiny_nemo import randomize_codec, tiny_codec_config
 
 T0 = time.perf_counter()
 BUDGET = float(os.environ.get("BENCH_BUDGET_S", "470"))

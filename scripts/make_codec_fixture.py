@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from kanitts.codec.fixtures import weights_digest
-from kanitts.codec.tiny import build_tiny_state, write_nemo
+from kanitts.codec.tiny_nemo import build_tiny_state, write_nemo
 
 logger = logging.getLogger("make_codec_fixture")
 

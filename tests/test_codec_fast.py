@@ -16,7 +16,7 @@ from _codec_helpers import stream_chunks as _stream
 from kanitts.codec.fast import FastStreamingDecoder, default_buckets, split_frames
 from kanitts.codec.nanocodec import NanoCodec
 from kanitts.codec.streaming import StreamingDecoder
-from kanitts.codec.tiny import randomize_codec, tiny_codec_config
+from kanitts.codec.tiny_nemo import randomize_codec, tiny_codec_config
 
 
 @pytest.fixture(scope="module")

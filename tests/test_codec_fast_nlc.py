@@ -14,10 +14,12 @@ import torch.nn.functional as F
 from _codec_helpers import random_codes as _codes
 from _codec_helpers import stream_chunks as _stream
 
-from kanitts.codec.fast import FastStreamingDecoder, conv_nlc
-from kanitts.codec.nanocodec import CodecConfig, DecoderConfig, NanoCodec
+from kanitts.codec.fast import FastStreamingDecoder
+from kanitts.codec.walk_nlc import conv_nlc
+from kanitts.codec.layers import CodecConfig, DecoderConfig
+from kanitts.codec.nanocodec import NanoCodec
 from kanitts.codec.streaming import StreamingDecoder
-from kanitts.codec.tiny import randomize_codec, tiny_codec_config
+from kanitts.codec.tiny_nemo import randomize_codec, tiny_codec_config
 
 TOL = 1e-5
 CHUNKS = [1, 2, 3, 8, 1, 3]  # 18 frames

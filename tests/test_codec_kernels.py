@@ -25,10 +25,12 @@ import torch.nn.functional as F
 from _codec_helpers import random_codes as _codes
 from _codec_helpers import stream_chunks as _stream
 
-from kanitts.codec import fast, kernels
+from kanitts.codec import kernels
+from kanitts.codec import walk_nlc as fast
 from kanitts.codec.fast import FastStreamingDecoder
-from kanitts.codec.nanocodec import CodecConfig, DecoderConfig, NanoCodec
-from kanitts.codec.tiny import randomize_codec, tiny_codec_config
+from kanitts.codec.layers import CodecConfig, DecoderConfig
+from kanitts.codec.nanocodec import NanoCodec
+from kanitts.codec.tiny_nemo import randomize_codec, tiny_codec_config
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU = pytest.mark.skipif(not kernels.available(), reason="needs CUDA and Triton")

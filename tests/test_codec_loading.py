@@ -12,7 +12,7 @@ import yaml
 
 from kanitts.codec import NanoCodec, write_tiny_nemo
 from kanitts.codec.loading import read_nemo_archive, resolve_interpolations
-from kanitts.codec.tiny import build_tiny_state, write_nemo
+from kanitts.codec.tiny_nemo import build_tiny_state, write_nemo
 from kanitts.hub import ModelLoadError
 
 CODES = torch.randint(0, 4032, (2, 4, 3), generator=torch.Generator().manual_seed(0))

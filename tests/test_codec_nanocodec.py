@@ -49,7 +49,7 @@ def test_batched_decode_equals_individual(codec: NanoCodec) -> None:
 
 
 def test_full_size_parameter_count(tmp_path: Path) -> None:
-    from kanitts.codec.tiny import tiny_codec_config
+    from kanitts.codec.tiny_nemo import tiny_codec_config
 
     model = NanoCodec(tiny_codec_config(full_size=True))
     params = sum(p.numel() for p in model.decoder.parameters())

@@ -16,8 +16,8 @@ import torch
 
 from kanitts.codec import NanoCodec, write_tiny_nemo
 from kanitts.codec.fixtures import weights_digest
-from kanitts.codec.loading import codec_from_state
-from kanitts.codec.tiny import build_tiny_state
+from kanitts.codec.nanocodec import codec_from_state
+from kanitts.codec.tiny_nemo import build_tiny_state
 
 FIXTURE = Path(__file__).parent / "fixtures" / "codec" / "nemo_parity.npz"
 TOLERANCE = 1e-4

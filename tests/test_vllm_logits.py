@@ -3,9 +3,8 @@ from types import SimpleNamespace
 
 import torch
 
-from kanitts.engine.vllm_logits import (
+from kanitts.engine.codebook_constraint import (
     NUM_CANDIDATES,
-    KaniCodebookLogitsProcessor,
     allowed_after,
     allowed_token_ids,
     candidate_layout,
@@ -13,6 +12,7 @@ from kanitts.engine.vllm_logits import (
     gather_candidates,
     sample_candidates,
 )
+from kanitts.engine.vllm_logits import KaniCodebookLogitsProcessor
 from kanitts.tokens import (
     AUDIO_TOKEN_START,
     CODEBOOK_SIZE,
@@ -321,7 +321,7 @@ def test_patch_flag_is_or_of_processors(monkeypatch):
     import sys
     import types
 
-    import kanitts.engine.vllm_logits as lp
+    import kanitts.engine.vllm_patch as lp
 
     class IB:
         def __init__(self, procs):
@@ -349,7 +349,7 @@ def test_patch_flag_is_or_of_processors(monkeypatch):
 
 
 def test_layout_table_matches_state_machine():
-    from kanitts.engine.vllm_logits import _NO_BLOCK, layout_table
+    from kanitts.engine.codebook_constraint import _NO_BLOCK, layout_table
 
     t = layout_table()
     for last in [-1, 0, 5, END_OF_HUMAN, START_OF_AI, START_OF_SPEECH, END_OF_SPEECH, END_OF_AI, 64408,

@@ -19,12 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from kanitts.engine.base import DEFAULT_SAMPLING
+from kanitts.engine.modes import DEFAULT_MODE, MODE_NAMES
 from kanitts.tokens import PromptTemplate
 
 DEFAULT_CODEC = "nvidia/nemo-nano-codec-22khz-0.6kbps-12.5fps"
-OPENAI_VOICES = (
-    "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse",
-)  # fmt: skip
 
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 
@@ -49,7 +48,10 @@ class LanguageConfig(_Section):
     template: PromptTemplate | None = None
 
 
-class CodecConfig(_Section):
+class CodecSettings(_Section):
+    """The ``[codec]`` section (the codec *model's* own config is
+    :class:`kanitts.codec.layers.CodecConfig`)."""
+
     model: str = DEFAULT_CODEC
     #: Frames in the first streamed chunk (80 ms each): small, so audio starts fast.
     first_chunk_frames: int = Field(1, ge=1, le=32)
@@ -70,11 +72,12 @@ class CodecConfig(_Section):
 
 
 class GenerationConfig(_Section):
-    temperature: float = Field(0.6, ge=0.0, le=2.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
-    repetition_penalty: float = Field(1.1, ge=0.5, le=2.0)
+    # Defaults: the engine's (kanitts.engine.base.DEFAULT_SAMPLING, the seed's values).
+    temperature: float = Field(DEFAULT_SAMPLING.temperature, ge=0.0, le=2.0)
+    top_p: float = Field(DEFAULT_SAMPLING.top_p, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(DEFAULT_SAMPLING.repetition_penalty, ge=0.5, le=2.0)
     #: Tokens per generated chunk (50 tokens = 1 s of audio; 1200 = 24 s).
-    max_tokens: int = Field(1200, ge=8, le=8192)
+    max_tokens: int = Field(DEFAULT_SAMPLING.max_tokens, ge=8, le=8192)
     #: Only the next codebook's ids may be sampled inside speech.
     constrained: bool = True
 
@@ -101,7 +104,8 @@ class LongFormConfig(_Section):
 class EngineConfig(_Section):
     #: ``auto`` = vLLM when it is importable and CUDA is present, else PyTorch.
     backend: Literal["auto", "vllm", "torch"] = "auto"
-    mode: Literal["low_vram", "balanced", "high_performance", "fp8", "bnb_4bit"] = "low_vram"
+    #: A preset of :data:`kanitts.engine.modes.MODES`.
+    mode: Literal[MODE_NAMES] = DEFAULT_MODE  # type: ignore[valid-type]
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # Individual vLLM engine arguments; each overrides the mode's preset when set.
@@ -234,7 +238,7 @@ class Settings(BaseSettings):
     languages: dict[str, LanguageConfig] = Field(default_factory=_default_languages)
     #: OpenAI voice name -> our voice per language (used when a model lacks that voice).
     voice_aliases: dict[str, dict[str, str]] = Field(default_factory=_default_aliases)
-    codec: CodecConfig = Field(default_factory=CodecConfig)
+    codec: CodecSettings = Field(default_factory=CodecSettings)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     long_form: LongFormConfig = Field(default_factory=LongFormConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)

@@ -17,10 +17,6 @@ class ModelLoadError(RuntimeError):
     """A model or codec could not be found or fetched; the message is user-facing."""
 
 
-def is_local(id_or_path: str | Path) -> bool:
-    return Path(id_or_path).expanduser().exists()
-
-
 def resolve_dir(id_or_path: str | Path, allow_patterns: list[str] | None = None) -> Path:
     """A local folder for a model: the path itself, or a hub snapshot (cache first)."""
     p = Path(id_or_path).expanduser()

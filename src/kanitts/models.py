@@ -1,4 +1,5 @@
-"""A loaded KaniTTS model: its backend, tokenizer, voices and prompt template."""
+"""A loaded KaniTTS model: its backend, tokenizer, voices and prompt template; capacity
+figures derived from the settings (admission limit, codec slots)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 from kanitts.config import LanguageConfig, Settings
 from kanitts.engine.base import GenerationBackend
+from kanitts.engine.factory import backend_kind, build_local_backend
+from kanitts.engine.replicas import ReplicaPool
 from kanitts.hub import ModelLoadError, resolve_dir
 from kanitts.tokens import DEFAULT_TEMPLATE, PromptTemplate, build_prompt, read_speakers
 
@@ -59,14 +62,6 @@ def describe_language(code: str, cfg: LanguageConfig) -> tuple[str, list[str], s
     return path, voices, default
 
 
-def backend_kind(settings: Settings) -> str:
-    """``vllm`` or ``torch``: what ``engine.backend`` resolves to on this machine."""
-    kind = settings.engine.backend
-    if kind == "auto":
-        kind = "vllm" if _vllm_usable() else "torch"
-    return kind
-
-
 def engine_capacity(settings: Settings) -> int:
     """Streams the engines can generate at once: vLLM's max_num_seqs summed over the loaded
     languages and replicas; 64 for the PyTorch backend (it round-robins any number)."""
@@ -97,38 +92,9 @@ def admission_limit(settings: Settings) -> int:
 
 def build_backend(settings: Settings, model_path: str, *, share: float = 1.0) -> GenerationBackend:
     """The configured backend for one model (``share``: its fraction of GPU memory
-    when several models share a card)."""
+    when several models share a card): one engine in this process, or a
+    :class:`ReplicaPool` of them (one process per GPU / replica, each building its
+    backend with :func:`kanitts.engine.factory.build_local_backend`)."""
     if settings.engine.data_parallel_size > 1 or settings.engine.gpus:
-        # One engine process per GPU / replica; each builds this same backend (with
-        # data_parallel_size=1) inside its own process.
-        from kanitts.engine.replicas import ReplicaPool
-
         return ReplicaPool(settings, model_path, share=share)
-    kind = backend_kind(settings)
-    if kind == "vllm":
-        from kanitts.engine.modes import engine_args_for
-        from kanitts.engine.vllm_backend import VllmBackend
-
-        args = engine_args_for(settings.engine.mode, model_path, settings.engine.vllm_overrides())
-        if share < 1.0:
-            if "gpu_memory_utilization" in args:
-                args["gpu_memory_utilization"] = round(args["gpu_memory_utilization"] * share, 4)
-            if "kv_cache_memory_bytes" in args and settings.engine.kv_cache_memory_bytes is None:
-                args["kv_cache_memory_bytes"] = int(args["kv_cache_memory_bytes"] * share)
-        return VllmBackend(model_path, args, warmup=settings.engine.warmup)
-    from kanitts.engine.torch_backend import TorchBackend
-
-    return TorchBackend(model_path, device=settings.engine.device, dtype=settings.engine.dtype)
-
-
-def _vllm_usable() -> bool:
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        return False
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except Exception:  # noqa: BLE001
-        return False
+    return build_local_backend(settings, model_path, share=share)

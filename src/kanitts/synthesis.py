@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from kanitts.engine.base import SamplingParams
+from kanitts.engine.base import DEFAULT_SAMPLING, SamplingParams
 from kanitts.tokens import SAMPLE_RATE, TOKENS_PER_SECOND, FrameParser, MalformedStreamError
 from kanitts.routing import Route
 
@@ -43,10 +43,10 @@ class Normalizer(Protocol):
 
 @dataclass
 class SynthesisOptions:
-    temperature: float = 0.6
-    top_p: float = 0.95
-    repetition_penalty: float = 1.1
-    max_tokens: int = 1200
+    temperature: float = DEFAULT_SAMPLING.temperature
+    top_p: float = DEFAULT_SAMPLING.top_p
+    repetition_penalty: float = DEFAULT_SAMPLING.repetition_penalty
+    max_tokens: int = DEFAULT_SAMPLING.max_tokens
     min_tokens: int = 0
     seed: int | None = None
     constrained: bool = True

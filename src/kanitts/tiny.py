@@ -118,7 +118,7 @@ def make_tiny(
     seed: int = 0,
 ) -> tuple[Path, Path]:
     """Write ``out_dir/model/`` and ``out_dir/codec.nemo``; returns both paths."""
-    from kanitts.codec.tiny import write_tiny_nemo
+    from kanitts.codec.tiny_nemo import write_tiny_nemo
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,10 @@
 * :func:`write_tiny_nemo` - random-weight ``.nemo`` archives in the real layout for tests.
 """
 
-from kanitts.codec.nanocodec import CodecConfig, DecoderConfig, NanoCodec, QuantizerConfig
+from kanitts.codec.layers import CodecConfig, DecoderConfig, QuantizerConfig
+from kanitts.codec.nanocodec import NanoCodec
 from kanitts.codec.streaming import StreamingDecoder
-from kanitts.codec.tiny import write_tiny_nemo
+from kanitts.codec.tiny_nemo import write_tiny_nemo
 from kanitts.codec.worker import CodecWorker, CodecWorkerStats
 
 __all__ = [

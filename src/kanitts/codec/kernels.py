@@ -44,7 +44,7 @@ import os
 import torch
 from torch import Tensor
 
-from kanitts.codec.nanocodec import LRELU_SLOPE, SNAKE_EPS
+from kanitts.codec.layers import LRELU_SLOPE, SNAKE_EPS
 
 try:  # Triton is optional (absent on CPU-only installs): the torch reference still works.
     import triton

@@ -24,17 +24,10 @@ from typing import Any
 
 import torch
 import yaml
-from torch import Tensor
+from torch import Tensor, nn
 
-from kanitts.codec.nanocodec import (
-    Activation,
-    CodecConfig,
-    DecoderConfig,
-    NanoCodec,
-    QuantizerConfig,
-    _Stateful,
-)
-from kanitts.hub import ModelLoadError, resolve_file
+from kanitts.codec.layers import CodecConfig, DecoderConfig, QuantizerConfig
+from kanitts.hub import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +247,7 @@ def check_quantizer_buffers(state: Mapping[str, Tensor], cfg: QuantizerConfig) -
             )
 
 
-def load_decoder_weights(model: NanoCodec, state: Mapping[str, Tensor]) -> None:
+def load_decoder_weights(model: nn.Module, state: Mapping[str, Tensor]) -> None:
     """Copy converted NeMo weights into ``model`` strictly: every decoder parameter must
     be present with the right shape and nothing unknown may be left over."""
     converted = decoder_state_from_nemo(state)
@@ -280,68 +273,3 @@ def load_decoder_weights(model: NanoCodec, state: Mapping[str, Tensor]) -> None:
                 f"{tuple(value.shape)} != expected {tuple(target.shape)}"
             )
     model.load_state_dict(converted, strict=False)
-
-
-def codec_from_state(
-    config: Mapping[str, Any],
-    state: Mapping[str, Tensor],
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> NanoCodec:
-    """Build a :class:`NanoCodec` from an already-read config and NeMo state_dict."""
-    cfg = codec_config_from_dict(config)
-    check_quantizer_buffers(state, cfg.quantizer)
-    model = NanoCodec(cfg)
-    load_decoder_weights(model, state)
-    skipped: dict[str, int] = {}
-    for key in state:
-        if not key.startswith((DECODER_PREFIX, QUANTIZER_PREFIX)):
-            top = key.split(".", 1)[0]
-            skipped[top] = skipped.get(top, 0) + 1
-    if skipped:
-        logger.debug("not loading %s (not needed to decode)", skipped)
-    model = model.to(device=device, dtype=dtype).eval()
-    model.requires_grad_(False)
-    return model
-
-
-def load_nanocodec(
-    id_or_path: str | Path,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> NanoCodec:
-    """Implementation of :meth:`NanoCodec.from_pretrained`."""
-    path = resolve_file(id_or_path, ".nemo")
-    config, state = read_nemo_archive(path)
-    model = codec_from_state(config, state, device=device, dtype=dtype)
-    logger.info(
-        "loaded NanoCodec from %s: %d Hz, %d samples/frame, %d codebooks, %.1fM decoder params",
-        path,
-        model.sample_rate,
-        model.samples_per_frame,
-        model.num_codebooks,
-        sum(p.numel() for p in model.decoder.parameters()) / 1e6,
-    )
-    return model
-
-
-# --------------------------------------------------------------------------- export
-def nemo_decoder_state(model: NanoCodec, legacy_weight_norm: bool = False) -> dict[str, Tensor]:
-    """The inverse of :func:`decoder_state_from_nemo`: this decoder's weights under NeMo's
-    key names, weight-normalised (``g = ||w||``, ``v = w``). Used to write test archives."""
-    out: dict[str, Tensor] = {}
-    for name, module in model.decoder.named_modules():
-        if isinstance(module, _Stateful):
-            w = module.weight.detach().float().cpu()  # type: ignore[union-attr]
-            g = w.flatten(1).norm(dim=1).reshape((-1,) + (1,) * (w.dim() - 1))
-            base = f"{DECODER_PREFIX}{name}.conv"
-            out[f"{base}.bias"] = module.bias.detach().float().cpu().clone()  # type: ignore[union-attr]
-            if legacy_weight_norm:
-                out[f"{base}.weight_g"], out[f"{base}.weight_v"] = g, w.clone()
-            else:
-                out[f"{base}.parametrizations.weight.original0"] = g
-                out[f"{base}.parametrizations.weight.original1"] = w.clone()
-        elif isinstance(module, Activation) and module.alpha is not None:
-            inner = "activation.snake_act" if module.kind == "half_snake" else "activation"
-            out[f"{DECODER_PREFIX}{name}.{inner}.alpha"] = module.alpha.detach().float().cpu().clone()
-    return out

@@ -31,7 +31,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from kanitts.codec.nanocodec import NanoCodec, StreamState
+from kanitts.codec.layers import StreamState
+from kanitts.codec.nanocodec import NanoCodec
 
 logger = logging.getLogger(__name__)
 

@@ -34,6 +34,10 @@ class SamplingParams:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
+#: The one definition of the sampling defaults; settings and synthesis options derive theirs.
+DEFAULT_SAMPLING = SamplingParams()
+
+
 @dataclass
 class BackendStats:
     """Live counters a backend exposes for health, metrics and routing."""

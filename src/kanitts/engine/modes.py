@@ -86,6 +86,8 @@ MODES: dict[str, dict[str, Any]] = {
     },
 }
 
+#: The preset names, in the order the docs and ``--help`` list them.
+MODE_NAMES: tuple[str, ...] = tuple(MODES)
 DEFAULT_MODE = "low_vram"
 
 

@@ -3,7 +3,7 @@
 Started with the ``spawn`` start method, so nothing (CUDA context, threads, locks) is
 inherited from the front process. It selects its GPU through ``CUDA_VISIBLE_DEVICES``
 before anything can initialise CUDA, builds the configured backend (PyTorch or vLLM) with
-:func:`kanitts.models.build_backend` and then serves requests over one duplex
+:func:`kanitts.engine.factory.build_local_backend` and then serves requests over one duplex
 :func:`multiprocessing.Pipe` connection.
 
 Wire protocol (pickled Python objects, one message = one list of events):
@@ -12,9 +12,8 @@ front -> replica: ``("start", rid, prompt_ids, sampling_kwargs)``, ``("abort", r
 replica -> front: ``("ready", info)``, ``("tok", rid, ids)``, ``("end", rid)``,
 ``("err", rid, message)``, ``("stats", stats_dict)``, ``("fatal", message)``
 
-Tokens are batched: a sender thread drains everything queued since its last write into
-one message, and consecutive token events of one request are merged, so under load the
-cost per message is spread over many streams and tokens.
+Tokens are batched (:class:`kanitts.engine.replica_pipe.CoalescingSender`), so under load
+the cost per message is spread over many streams and tokens.
 """
 
 from __future__ import annotations
@@ -23,6 +22,8 @@ import os
 import sys
 import threading
 from typing import Any
+
+from kanitts.engine.replica_pipe import CoalescingSender
 
 
 def replica_main(index: int, conn: Any, settings: Any, model_path: str, share: float,
@@ -54,66 +55,6 @@ def replica_main(index: int, conn: Any, settings: Any, model_path: str, share: f
         os._exit(0)
 
 
-class _Sender:
-    """Writes events to the pipe from a thread, coalescing whatever has queued up."""
-
-    def __init__(self, conn: Any) -> None:
-        import queue
-
-        self._conn = conn
-        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="replica-sender", daemon=True)
-        self._thread.start()
-
-    def put(self, event: tuple[Any, ...]) -> None:
-        self._q.put(event)
-
-    def close(self, timeout: float = 5.0) -> None:
-        self._q.put(None)
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        import queue
-
-        while True:
-            first = self._q.get()
-            batch = [first]
-            try:
-                while True:
-                    batch.append(self._q.get_nowait())
-            except queue.Empty:
-                pass
-            stop = any(e is None for e in batch)
-            events = _merge([e for e in batch if e is not None])
-            if events:
-                try:
-                    self._conn.send(events)
-                except (OSError, EOFError, ValueError):
-                    return  # the front is gone; the reader notices too
-            if stop:
-                return
-
-
-def _merge(events: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Merge adjacent-in-time token events of the same request (order per request kept)."""
-    out: list[tuple[Any, ...]] = []
-    last_tok: dict[str, int] = {}
-    for ev in events:
-        if ev[0] == "tok":
-            i = last_tok.get(ev[1])
-            if i is not None:
-                out[i] = ("tok", ev[1], out[i][2] + list(ev[2]))
-                continue
-            last_tok[ev[1]] = len(out)
-            out.append(("tok", ev[1], list(ev[2])))
-        else:
-            # Anything else for a request ends its merge window (keeps end after tokens).
-            if len(ev) > 1 and isinstance(ev[1], str):
-                last_tok.pop(ev[1], None)
-            out.append(ev)
-    return out
-
-
 async def _serve(index: int, conn: Any, settings: Any, model_path: str, share: float,
                  gpu: str | None, heartbeat_interval: float) -> None:
     import asyncio
@@ -123,7 +64,7 @@ async def _serve(index: int, conn: Any, settings: Any, model_path: str, share: f
 
     log = logging.getLogger("kanitts.replica")
     loop = asyncio.get_running_loop()
-    sender = _Sender(conn)
+    sender = CoalescingSender(conn)
     stop = asyncio.Event()
     inbox: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -141,13 +82,13 @@ async def _serve(index: int, conn: Any, settings: Any, model_path: str, share: f
     threading.Thread(target=reader, name="replica-reader", daemon=True).start()
     try:
         from kanitts.engine.base import SamplingParams
-        from kanitts.models import build_backend
+        from kanitts.engine.factory import build_local_backend
 
         eng = {"data_parallel_size": 1, "gpus": None}
         if gpu is not None and (settings.engine.device == "auto" or settings.engine.device.startswith("cuda")):
             eng["device"] = "cuda"
         local = settings.model_copy(update={"engine": settings.engine.model_copy(update=eng)})
-        backend = build_backend(local, model_path, share=share)
+        backend = build_local_backend(local, model_path, share=share)
         await backend.start()
     except BaseException as exc:  # noqa: BLE001 - reported to the front, then exit
         sender.put(("fatal", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"))

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kanitts.engine.base import GenerationBackend, SamplingParams
+from kanitts.engine.replica_pipe import PipeSender
 from kanitts.hub import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -97,34 +98,6 @@ class _Replica:
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.is_alive()
-
-
-class _PipeSender:
-    """Front -> replica writes on a thread (never blocks the event loop)."""
-
-    def __init__(self, conn: Any, name: str) -> None:
-        import queue
-
-        self._conn = conn
-        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def put(self, msg: tuple[Any, ...]) -> None:
-        self._q.put(msg)
-
-    def close(self) -> None:
-        self._q.put(None)
-
-    def _run(self) -> None:
-        while True:
-            msg = self._q.get()
-            if msg is None:
-                return
-            try:
-                self._conn.send(msg)
-            except (OSError, EOFError, ValueError):
-                return
 
 
 class ReplicaPool(GenerationBackend):
@@ -288,7 +261,7 @@ class ReplicaPool(GenerationBackend):
         r.state, r.started_at, r.ready_since = "starting", time.monotonic(), None
         r.last_heartbeat = time.monotonic()
         r.ready_event = asyncio.Event()
-        r.sender = _PipeSender(parent, f"replica-{r.index}-send")
+        r.sender = PipeSender(parent, f"replica-{r.index}-send")
         threading.Thread(target=self._reader, args=(r, gen, parent), name=f"replica-{r.index}-recv",
                          daemon=True).start()
         logger.info("replica %d: started pid %d (gpu %s)", r.index, proc.pid, r.device)

@@ -10,7 +10,6 @@
   paragraph breaks ("\\n\\n") and ``<break .../>`` tags kept for the chunker.
 * :func:`plan_chunks` ``(text, language, ...) -> list[TextChunk]`` splits long text
   into generations with the silence to insert after each; :func:`estimate_seconds`.
-  ``split_text`` is an alias of ``plan_chunks``.
 * :class:`LanguageDetector` picks one of the configured languages (lingua), falling
   back to the default on short or ambiguous input.
 """
@@ -27,8 +26,6 @@ from kanitts.text.chunking import (
 from kanitts.text.language import LanguageDetector, resolve_language
 from kanitts.text.normalize import normalize
 
-split_text = plan_chunks
-
 __all__ = [
     "DEFAULT_BREAK_SECONDS",
     "DEFAULT_CHARS_PER_SECOND",
@@ -40,5 +37,4 @@ __all__ = [
     "parse_breaks",
     "plan_chunks",
     "resolve_language",
-    "split_text",
 ]

@@ -24,17 +24,18 @@ from typing import Any
 
 import torch
 import yaml
+from torch import Tensor
 
-from kanitts.codec.loading import CONFIG_NAME, WEIGHTS_NAME, nemo_decoder_state
-from kanitts.codec.nanocodec import (
+from kanitts.codec.layers import (
     Activation,
     CausalConvTranspose1d,
     CodecConfig,
     DecoderConfig,
-    NanoCodec,
     QuantizerConfig,
-    _Stateful,
+    StatefulLayer,
 )
+from kanitts.codec.loading import CONFIG_NAME, DECODER_PREFIX, WEIGHTS_NAME
+from kanitts.codec.nanocodec import NanoCodec
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def randomize_codec(model: NanoCodec, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.decoder.modules():
-            if isinstance(module, _Stateful):
+            if isinstance(module, StatefulLayer):
                 w = module.weight  # type: ignore[union-attr]
                 if isinstance(module, CausalConvTranspose1d):
                     # Each output sample sees (in/groups) channels x (K/stride) taps.
@@ -150,6 +151,27 @@ def randomize_codec(model: NanoCodec, seed: int) -> None:
             if name.endswith(".skip_conv"):
                 module.weight.mul_(_RESIDUAL_GAIN)  # type: ignore[operator]
         model.decoder.post_conv.weight.mul_(_OUTPUT_GAIN)
+
+
+def nemo_decoder_state(model: NanoCodec, legacy_weight_norm: bool = False) -> dict[str, Tensor]:
+    """The inverse of :func:`kanitts.codec.loading.decoder_state_from_nemo`: this decoder's weights under NeMo's
+    key names, weight-normalised (``g = ||w||``, ``v = w``). Used to write test archives."""
+    out: dict[str, Tensor] = {}
+    for name, module in model.decoder.named_modules():
+        if isinstance(module, StatefulLayer):
+            w = module.weight.detach().float().cpu()  # type: ignore[union-attr]
+            g = w.flatten(1).norm(dim=1).reshape((-1,) + (1,) * (w.dim() - 1))
+            base = f"{DECODER_PREFIX}{name}.conv"
+            out[f"{base}.bias"] = module.bias.detach().float().cpu().clone()  # type: ignore[union-attr]
+            if legacy_weight_norm:
+                out[f"{base}.weight_g"], out[f"{base}.weight_v"] = g, w.clone()
+            else:
+                out[f"{base}.parametrizations.weight.original0"] = g
+                out[f"{base}.parametrizations.weight.original1"] = w.clone()
+        elif isinstance(module, Activation) and module.alpha is not None:
+            inner = "activation.snake_act" if module.kind == "half_snake" else "activation"
+            out[f"{DECODER_PREFIX}{name}.{inner}.alpha"] = module.alpha.detach().float().cpu().clone()
+    return out
 
 
 def _encoder_state(cfg: CodecConfig, channels: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
