@@ -19,17 +19,18 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from starlette.routing import Match
 
-from kanitts.server.security import ASGIApp, Message, Receive, Scope, Send
+from kanitts.audio import FORMATS, content_type
+from kanitts.server.asgi import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
 TTFA_BUCKETS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-_CT_FORMAT = {
-    "audio/wav": "wav", "audio/x-wav": "wav", "audio/pcm": "pcm", "audio/l16": "pcm", "audio/mpeg": "mp3",
-    "audio/ogg": "opus", "audio/opus": "opus", "audio/aac": "aac", "audio/flac": "flac",
-    "text/event-stream": "sse",
+#: Response Content-Type -> the ``format`` label: each audio format's own type, a few
+#: aliases a proxy may rewrite to, and SSE.
+_CT_FORMAT = {content_type(fmt): fmt for fmt in FORMATS} | {
+    "audio/x-wav": "wav", "audio/l16": "pcm", "audio/opus": "opus", "text/event-stream": "sse",
 }  # fmt: skip
 
 
