@@ -97,17 +97,33 @@ class KanittsMetrics:
 
     def route_label(self, scope: Scope) -> str:
         """The matched route's template (bounded cardinality); ``other`` for unknown paths."""
-        for r in getattr(self.app, "routes", ()):
-            try:
-                match, _ = r.matches(scope)
-            except Exception:  # noqa: BLE001
-                continue
-            if match != Match.NONE:
-                return str(getattr(r, "path", "other"))
-        return "other"
+        return _route_template(getattr(self.app, "routes", ()), scope) or "other"
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _route_template(routes: Iterable[Any], scope: Scope) -> str | None:
+    """The path template of the first route matching ``scope``, looking into included
+    routers (FastAPI >= 0.165 keeps ``include_router`` routers as one entry whose routes
+    are on ``original_router``; older versions copy the routes in)."""
+    for r in routes:
+        try:
+            match, _ = r.matches(scope)
+        except Exception:  # noqa: BLE001
+            continue
+        if match == Match.NONE:
+            continue
+        path = getattr(r, "path", None)
+        if isinstance(path, str):
+            return path
+        inner = getattr(getattr(r, "original_router", None), "routes", None)
+        if inner is not None:
+            found = _route_template(inner, scope)
+            if found is not None:
+                return found
+        return None
+    return None
 
 
 class _StateCollector(Collector):
