@@ -9,10 +9,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kanitts import __version__
 from kanitts.audio import FORMATS, MAX_SPEED, MIN_SPEED, format_for_suffix
+
+if TYPE_CHECKING:
+    from kanitts.server.schemas import SpeechRequest
 
 logger = logging.getLogger("kanitts")
 
@@ -68,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--seed", type=int, help="sampling seed for reproducible output")
     say.add_argument("--format", choices=FORMATS,
                      help="output format (default: from the extension, else wav)")
-    say.add_argument("--speed", type=float, default=1.0, help="tempo 0.25-4.0 (pitch unchanged)")
+    say.add_argument("--speed", type=float, default=1.0, help=f"tempo {MIN_SPEED}-{MAX_SPEED} (pitch unchanged)")
     say.add_argument("--max-tokens", type=int, help="tokens per chunk (50 = 1 s)")
     _add_engine(say)
 
@@ -238,7 +241,7 @@ def _say(args: argparse.Namespace) -> int:
     return asyncio.run(_say_async(settings, request, out))
 
 
-async def _say_async(settings: Any, request: Any, out: Path) -> int:
+async def _say_async(settings: Any, request: SpeechRequest, out: Path) -> int:
     """The server's speech operation (``Speaker.speak``), without admission or an input cap."""
     from kanitts.server.errors import APIError
     from kanitts.server.speech import Speaker
