@@ -20,16 +20,19 @@ from kanitts.service import TTSService
 
 router = APIRouter()
 
+# The dependencies are ``async def``: FastAPI runs plain ``def`` ones in its thread pool, a
+# thread hop per request for what is an attribute read.
 
-def get_service(request: Request) -> TTSService:
+
+async def get_service(request: Request) -> TTSService:
     return request.app.state.service
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_speaker(request: Request) -> Speaker:
+async def get_speaker(request: Request) -> Speaker:
     return request.app.state.speaker
 
 
