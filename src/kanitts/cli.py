@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from kanitts import __version__
 from kanitts.audio import FORMATS, MAX_SPEED, MIN_SPEED, format_for_suffix
+from kanitts.engine.modes import DEFAULT_MODE, MODE_NAMES
 
 if TYPE_CHECKING:
     from kanitts.server.schemas import SpeechRequest
@@ -30,8 +31,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--language", metavar="CODE", help="language of --model (default: default_language)")
     p.add_argument("--backend", choices=["auto", "vllm", "torch"], help="generation backend (default auto)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--mode", choices=["low_vram", "balanced", "high_performance", "fp8", "bnb_4bit"],
-                   help="vLLM performance mode (default low_vram)")
+    p.add_argument("--mode", choices=MODE_NAMES,
+                   help=f"vLLM performance mode (default {DEFAULT_MODE})")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
