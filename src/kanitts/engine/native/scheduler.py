@@ -62,6 +62,9 @@ class SchedulerStats:
     finished: int = 0
     cancelled: int = 0
     host_seconds: float = 0.0  # time in the loop outside device waits (bookkeeping)
+    peak_active: int = 0
+    #: (request id, ``steps`` when its slot was freed), most recent last
+    released: collections.deque[tuple[str, int]] = field(default_factory=lambda: collections.deque(maxlen=4096))
 
 
 def _deliver(items: list[tuple[asyncio.Queue[Any], Any]]) -> None:
@@ -188,6 +191,7 @@ class Scheduler:
             req.slot = pool.take()
             req.admitted_at = time.perf_counter()
             self.slot_req[req.slot] = req
+        self.stats.peak_active = max(self.stats.peak_active, len(self.slot_req))
         dev = self.model.device
         slots = [r.slot for r in group]
         pool.admit(slots, [r.slot_params for r in group])
@@ -226,6 +230,7 @@ class Scheduler:
         if req.slot >= 0 and self.slot_req.get(req.slot) is req:
             del self.slot_req[req.slot]
             self.pool.release(req.slot)
+            self.stats.released.append((req.rid, self.stats.steps))
 
     def _finish(self, req: Request, error: BaseException | None = None) -> None:
         """Free the request's slot and end its stream (once)."""
