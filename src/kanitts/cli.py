@@ -24,7 +24,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="serve only this model (hub id or local folder) for --language")
     p.add_argument("--codec", metavar="ID_OR_PATH", help="NanoCodec .nemo (hub id, file or folder)")
     p.add_argument("--language", metavar="CODE", help="language of --model (default: default_language)")
-    p.add_argument("--backend", choices=["auto", "vllm", "torch"], help="generation backend (default auto)")
+    p.add_argument("--backend", choices=["auto", "native", "vllm", "torch"],
+                   help="generation backend (default auto = native)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--mode", choices=["low_vram", "balanced", "high_performance", "fp8", "bnb_4bit"],
                    help="vLLM performance mode (default low_vram)")

@@ -99,8 +99,9 @@ class LongFormConfig(_Section):
 
 
 class EngineConfig(_Section):
-    #: ``auto`` = vLLM when it is importable and CUDA is present, else PyTorch.
-    backend: Literal["auto", "vllm", "torch"] = "auto"
+    #: ``auto`` = the native engine (any device); ``vllm`` for what only vLLM offers
+    #: (fp8, bnb_4bit, tensor parallel); ``torch`` = transformers (reference path).
+    backend: Literal["auto", "native", "vllm", "torch"] = "auto"
     mode: Literal["low_vram", "balanced", "high_performance", "fp8", "bnb_4bit"] = "low_vram"
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
