@@ -35,45 +35,61 @@ def bucket_sizes(max_slots: int) -> list[int]:
     return sizes
 
 
+def length_buckets(max_len: int, smallest: int = 256) -> list[int]:
+    """Attention spans: ``smallest, 2*smallest, ...`` below ``max_len``, then ``max_len``."""
+    sizes, a = [], smallest
+    while a < max_len:
+        sizes.append(a)
+        a *= 2
+    sizes.append(max_len)
+    return sizes
+
+
 def pick_bucket(n: int, sizes: list[int]) -> int:
-    """The smallest bucket holding ``n`` slots (ValueError if none does)."""
+    """The smallest bucket holding ``n`` (ValueError if none does)."""
     for b in sizes:
         if b >= n:
             return b
-    raise ValueError(f"{n} slots exceed the largest bucket {sizes[-1]}")
+    raise ValueError(f"{n} exceeds the largest bucket {sizes[-1]}")
 
 
 class DecodeStep:
-    """One token for slots ``0..b-1``: model step, sampling, state advance (all on device)."""
+    """One token for slots ``0..b-1``: model step, sampling, state advance (all on device).
+
+    Graphs are keyed by (batch bucket, attention span): a step attends over the first
+    ``span`` cache positions only, the smallest span covering every slot in use, so short
+    streams do not pay for ``max_model_len``. ``sizes`` / ``spans`` override the buckets.
+    """
 
     def __init__(self, model: Lfm2, pool: SlotPool, sampler: Sampler, *, graphs: bool = False,
-                 compile: bool = False) -> None:
+                 compile: bool = False, sizes: list[int] | None = None, spans: list[int] | None = None) -> None:
         self.model, self.pool, self.sampler = model, pool, sampler
-        self.sizes = bucket_sizes(pool.size)
+        self.sizes = sizes or bucket_sizes(pool.size)
+        self.spans = spans or length_buckets(pool.max_len)
         self.use_graphs = graphs and model.device.type == "cuda"
-        self.graphs: dict[int, Any] = {}
+        self.graphs: dict[tuple[int, int], Any] = {}
         self._fn = self._step
         if compile:
             import torch._dynamo
 
-            torch._dynamo.config.cache_size_limit = max(64, 2 * len(self.sizes) + 8)
+            torch._dynamo.config.cache_size_limit = max(64, 2 * len(self.sizes) * len(self.spans) + 8)
             self._fn = torch.compile(self._step, dynamic=False, fullgraph=False)
         self.capture_seconds = 0.0
 
-    def _step(self, b: int) -> torch.Tensor:
-        return self.step_eager(b, False)
+    def _step(self, b: int, span: int) -> torch.Tensor:
+        return self.step_eager(b, span, False)
 
-    def step_eager(self, b: int, any_unconstrained: bool) -> torch.Tensor:
+    def step_eager(self, b: int, span: int, any_unconstrained: bool) -> torch.Tensor:
         p = self.pool
         idx = p.cache_len[:b].clamp(max=p.max_len - 1)
-        hidden = self.model.decode(p.cache, p.tok[:b], idx, p.rope_pos[:b])
+        hidden = self.model.decode(p.cache, p.tok[:b], idx, p.rope_pos[:b], attn_len=span)
         act = p.active[:b]
         p.cache_len[:b].add_(act.to(torch.int64))
         p.rope_pos[:b].add_(p.pos_step[:b] * act.to(torch.float32))
         return self.sampler.sample(hidden, slice(0, b), any_unconstrained)
 
     def capture(self) -> None:
-        """Warm up and capture every bucket (CUDA only). Call while no slot is in use."""
+        """Warm up and capture every (bucket, span) (CUDA only). Call while no slot is in use."""
         if not self.use_graphs:
             return
         t0 = time.perf_counter()
@@ -83,32 +99,34 @@ class DecodeStep:
         mempool = torch.cuda.graph_pool_handle()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
+        keys = [(b, a) for b in self.sizes for a in self.spans]
         with torch.inference_mode():
             with torch.cuda.stream(side):
-                for b in self.sizes:
-                    for _ in range(3):
-                        self._fn(b)
+                for b, a in keys:
+                    for _ in range(2):
+                        self._fn(b, a)
             torch.cuda.current_stream().wait_stream(side)
             torch.cuda.synchronize()
-            for b in sorted(self.sizes, reverse=True):
+            for b, a in sorted(keys, reverse=True):
                 g = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(g, pool=mempool):
-                    self._fn(b)
-                self.graphs[b] = g
+                    self._fn(b, a)
+                self.graphs[(b, a)] = g
         torch.cuda.synchronize()
         p.active.copy_(saved)
         self.capture_seconds = time.perf_counter() - t0
         logger.info("native engine: captured %d decode graphs in %.1f s", len(self.graphs), self.capture_seconds)
 
-    def run(self, bound: int, any_unconstrained: bool = False) -> int:
-        """Advance slots ``0..bound-1`` (padded to a bucket) by one token; returns the bucket.
-        The new tokens are in ``pool.tok[:bucket]``."""
+    def run(self, bound: int, needed_len: int, any_unconstrained: bool = False) -> int:
+        """Advance slots ``0..bound-1`` (padded to a bucket) by one token, attending over at
+        least ``needed_len`` positions; returns the bucket. New tokens: ``pool.tok[:bucket]``."""
         b = pick_bucket(bound, self.sizes)
-        g = self.graphs.get(b)
-        if g is not None and not any_unconstrained:
+        span = pick_bucket(min(needed_len, self.pool.max_len), self.spans)
+        g = self.graphs.get((b, span))
+        if any_unconstrained:
+            self.step_eager(b, span, True)
+        elif g is not None:
             g.replay()
-        elif any_unconstrained:
-            self.step_eager(b, True)
         else:
-            self._fn(b)
+            self._fn(b, span)
         return b

@@ -201,21 +201,23 @@ class Lfm2:
     # -- decode ---------------------------------------------------------------------------
     def decode(self, cache: StateCache, tokens: torch.Tensor, cache_index: torch.Tensor,
                positions: torch.Tensor, embeds: torch.Tensor | None = None,
-               embeds_mask: torch.Tensor | None = None) -> torch.Tensor:
+               embeds_mask: torch.Tensor | None = None, attn_len: int | None = None) -> torch.Tensor:
         """One token for each of slots ``0..b-1``.
 
         ``tokens``: ``[b]`` int64 input ids; ``cache_index``: ``[b]`` int64 where each
-        token's K/V go (its number of cached positions; must be < T); ``positions``: ``[b]``
-        float RoPE positions. Attention covers cache positions ``0..cache_index``. Updates
-        the cache in place and returns the final hidden states ``[b, H]``.
+        token's K/V go (its number of cached positions; must be < ``attn_len``); ``positions``:
+        ``[b]`` float RoPE positions. Attention covers cache positions ``0..cache_index`` and
+        reads only the first ``attn_len`` positions of the cache (default: all ``T``).
+        Updates the cache in place and returns the final hidden states ``[b, H]``.
         """
         sp = self.spec
         b = tokens.shape[0]
         T = cache.max_len
+        A = T if attn_len is None else attn_len
         x = self.embed_tokens(tokens, embeds, embeds_mask)
         ropes = self._rope(positions)
-        ar = torch.arange(T, device=tokens.device)
-        mask = (ar[None, :] <= cache_index[:, None])[:, None, None, :]  # [b, 1, 1, T]
+        ar = torch.arange(A, device=tokens.device)
+        mask = (ar[None, :] <= cache_index[:, None])[:, None, None, :]  # [b, 1, 1, A]
         flat = torch.arange(b, device=tokens.device) * T + cache_index  # rows of the [S*T] view
         g = sp.num_heads // sp.num_kv_heads
         for i, lw in enumerate(self.layers):
@@ -229,7 +231,7 @@ class Lfm2:
                 # grouped-query attention without expanding K/V: each KV head's g query heads
                 # are g "query positions" sharing one mask.
                 qg = q.view(b, sp.num_kv_heads, g, sp.head_dim)
-                a = F.scaled_dot_product_attention(qg, kc[:b].transpose(1, 2), vc[:b].transpose(1, 2),
+                a = F.scaled_dot_product_attention(qg, kc[:b, :A].transpose(1, 2), vc[:b, :A].transpose(1, 2),
                                                    attn_mask=mask)
                 x = x + F.linear(a.reshape(b, -1), lw.attn.out)
             else:

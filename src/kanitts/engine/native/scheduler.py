@@ -47,6 +47,7 @@ class Request:
     loop: asyncio.AbstractEventLoop
     cancelled: threading.Event = field(default_factory=threading.Event)
     slot: int = -1
+    decodes: int = 0  # decode steps launched for it (its next cache write is at len(prompt) + decodes)
     generated: int = 0
     pending: list[int] = field(default_factory=list)
     finished: bool = False
@@ -65,6 +66,17 @@ class SchedulerStats:
     peak_active: int = 0
     #: (request id, ``steps`` when its slot was freed), most recent last
     released: collections.deque[tuple[str, int]] = field(default_factory=lambda: collections.deque(maxlen=4096))
+
+
+@dataclass
+class _InFlight:
+    """A launched step: its tokens' host buffer (filled once ``event`` completes), the requests
+    prefilled in it, and the request owning each decoded slot at launch time."""
+
+    host: torch.Tensor
+    admitted: list[Request]
+    owners: list[Request | None]
+    event: Any
 
 
 def _deliver(items: list[tuple[asyncio.Queue[Any], Any]]) -> None:
@@ -87,7 +99,10 @@ class Scheduler:
         self._stop = threading.Event()
         self._out: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Any], Any]]] = {}
         self._pin = model.device.type == "cuda"
-        self._host = torch.empty(2 * pool.size, dtype=torch.int64, pin_memory=self._pin)
+        # two pinned buffers: one being filled by the step in flight, one being read
+        self._host = [torch.empty(2 * pool.size, dtype=torch.int64, pin_memory=self._pin) for _ in range(2)]
+        self._flip = 0
+        self._inflight: _InFlight | None = None
 
     # -- called from any thread -----------------------------------------------------------
     def submit(self, req: Request) -> None:
@@ -108,7 +123,9 @@ class Scheduler:
     def run(self) -> None:
         with torch.inference_mode():
             while not self._stop.is_set():
-                self._drain(block=not (self.slot_req or self.waiting))
+                if not (self.slot_req or self.waiting):
+                    self.drain_in_flight()
+                self._drain(block=not (self.slot_req or self.waiting or self._inflight))
                 if self._stop.is_set():
                     break
                 try:
@@ -118,6 +135,7 @@ class Scheduler:
                     for req in [*self.slot_req.values(), *self.waiting]:
                         self._finish(req, RuntimeError(f"generation failed: {exc}"))
                     self.waiting.clear()
+                    self._inflight = None
                     self._flush()
             for req in [*self.slot_req.values(), *self.waiting]:
                 self._finish(req, RuntimeError("the native engine stopped"))
@@ -134,7 +152,8 @@ class Scheduler:
             pass
 
     def iteration(self) -> None:
-        """Cancel, admit, decode, deliver: one scheduler step."""
+        """Cancel, admit, launch one decode step, then deliver the previous step's tokens
+        while the device runs this one (the host work overlaps the GPU's)."""
         t0 = time.perf_counter()
         for req in [r for r in self.slot_req.values() if r.cancelled.is_set()]:
             self._release(req)
@@ -143,35 +162,57 @@ class Scheduler:
             self.waiting = collections.deque(r for r in self.waiting if not r.cancelled.is_set())
         admitted = self._admit()
         bound = self.pool.bound()
-        tokens: list[int] = []
-        parts: list[torch.Tensor] = []
-        if admitted:
-            parts.append(self._first)
-        b = 0
-        if bound:
-            unconstrained = any(not r.slot_params.constrained for r in self.slot_req.values())
-            b = self.step.run(bound, unconstrained)
-            parts.append(self.pool.tok[:b])
-            self.stats.steps += 1
-        if not parts:
-            return
-        n = sum(int(t.shape[0]) for t in parts)
-        host = self._host[:n]
-        host.copy_(torch.cat(parts) if len(parts) > 1 else parts[0], non_blocking=self._pin)
-        t1 = time.perf_counter()
-        if self._pin:
-            torch.cuda.current_stream().synchronize()
-        t2 = time.perf_counter()
-        tokens = host.tolist()
-        for i, req in enumerate(admitted):
-            self._accept(req, tokens[i])
-        off = len(admitted)
-        for slot in range(b):
-            req = self.slot_req.get(slot)
+        launched: _InFlight | None = None
+        if admitted or bound:
+            b = 0
+            owners: list[Request | None] = []
+            if bound:
+                needed = 1
+                unconstrained = False
+                for r in self.slot_req.values():
+                    needed = max(needed, len(r.prompt) + r.decodes + 1)
+                    unconstrained = unconstrained or not r.slot_params.constrained
+                    r.decodes += 1
+                b = self.step.run(bound, needed, unconstrained)
+                owners = [self.slot_req.get(i) for i in range(b)]
+                self.stats.steps += 1
+            n_adm = len(admitted)
+            buf = self._host[self._flip]
+            self._flip ^= 1
+            if admitted:
+                buf[:n_adm].copy_(self._first, non_blocking=self._pin)
+            if b:
+                buf[n_adm:n_adm + b].copy_(self.pool.tok[:b], non_blocking=self._pin)
+            event = None
+            if self._pin:
+                event = torch.cuda.Event()
+                event.record()
+            launched = _InFlight(buf[:n_adm + b], admitted, owners, event)
+        self.stats.host_seconds += time.perf_counter() - t0
+        if self._inflight is not None:
+            self._deliver_tokens(self._inflight)
+        self._inflight = launched
+
+    def drain_in_flight(self) -> None:
+        """Deliver the last launched step's tokens (nothing left to overlap with)."""
+        if self._inflight is not None:
+            pending, self._inflight = self._inflight, None
+            self._deliver_tokens(pending)
+
+    def _deliver_tokens(self, f: _InFlight) -> None:
+        if f.event is not None:
+            f.event.synchronize()
+        t0 = time.perf_counter()
+        tokens = f.host.tolist()
+        for i, req in enumerate(f.admitted):
+            if not req.finished:
+                self._accept(req, tokens[i])
+        off = len(f.admitted)
+        for slot, req in enumerate(f.owners):
             if req is not None and not req.finished:
                 self._accept(req, tokens[off + slot])
         self._flush()
-        self.stats.host_seconds += (t1 - t0) + (time.perf_counter() - t2)
+        self.stats.host_seconds += time.perf_counter() - t0
 
     def _admit(self) -> list[Request]:
         """Prefill as many waiting requests as fit; their first tokens go to ``self._first``."""
