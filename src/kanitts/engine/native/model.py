@@ -107,6 +107,19 @@ class Lfm2:
         self.inv_freq = 1.0 / (spec.rope_theta ** (torch.arange(0, hd, 2, device=self.device).float() / hd))
         self._scales = sorted({spec.rope_scale(i) for i in spec.attn_layers})
 
+    def tensors(self) -> list[torch.Tensor]:
+        """Every weight tensor once (the tied head is the embedding)."""
+        out = [self.embed, self.final_norm] + ([] if self.head is self.embed else [self.head])
+        for lw in self.layers:
+            out += [lw.op_norm, lw.ffn_norm, lw.w13, lw.w2]
+            for part in (lw.attn, lw.conv):
+                if part is not None:
+                    out += [t for t in vars(part).values() if isinstance(t, torch.Tensor)]
+        return out
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors())
+
     # -- pieces ---------------------------------------------------------------------------
     def embed_tokens(self, ids: torch.Tensor, embeds: torch.Tensor | None = None,
                      embeds_mask: torch.Tensor | None = None) -> torch.Tensor:
