@@ -68,21 +68,28 @@ class DecodeStep:
         self.spans = spans or length_buckets(pool.max_len)
         self.use_graphs = graphs and model.device.type == "cuda"
         self.graphs: dict[tuple[int, int], Any] = {}
-        self._fn = self._step
+        # torch.compile fuses the model's forward (norms, RoPE, SwiGLU, residuals); the sampler
+        # stays eager inside the graph (Inductor mis-types its 32-bit hash constants).
+        self._decode = model.decode
         if compile:
             import torch._dynamo
 
-            torch._dynamo.config.cache_size_limit = max(64, 2 * len(self.sizes) * len(self.spans) + 8)
-            self._fn = torch.compile(self._step, dynamic=False, fullgraph=False)
+            limit = max(64, 2 * len(self.sizes) * len(self.spans) + 8)
+            for key in ("cache_size_limit", "recompile_limit"):
+                if hasattr(torch._dynamo.config, key):
+                    setattr(torch._dynamo.config, key, limit)
+            self._decode = torch.compile(model.decode, dynamic=False, fullgraph=False)
+        self._fn = self._step
         self.capture_seconds = 0.0
 
     def _step(self, b: int, span: int) -> torch.Tensor:
         return self.step_eager(b, span, False)
 
     def step_eager(self, b: int, span: int, any_unconstrained: bool) -> torch.Tensor:
+        """The step without a graph (the compiled forward when ``compile``)."""
         p = self.pool
         idx = p.cache_len[:b].clamp(max=p.max_len - 1)
-        hidden = self.model.decode(p.cache, p.tok[:b], idx, p.rope_pos[:b], attn_len=span)
+        hidden = self._decode(p.cache, p.tok[:b], idx, p.rope_pos[:b], attn_len=span)
         act = p.active[:b]
         p.cache_len[:b].add_(act.to(torch.int64))
         p.rope_pos[:b].add_(p.pos_step[:b] * act.to(torch.float32))

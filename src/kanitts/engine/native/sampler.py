@@ -38,6 +38,7 @@ class Sampler:
             raise ValueError(f"vocab {model.spec.vocab_size} is smaller than the KaniTTS layout ({HEAD_HI})")
         self.table = layout_table(dev)
         self.ar = torch.arange(CODEBOOK_SIZE, device=dev)
+        self.true = torch.ones((), dtype=torch.bool, device=dev)
 
     def _stop_masked(self, cand: torch.Tensor, ids: torch.Tensor, rows: slice | torch.Tensor) -> torch.Tensor:
         p = self.pool
@@ -84,13 +85,14 @@ class Sampler:
         tok = self.restricted(hidden, rows)
         if any_unconstrained:
             tok = torch.where(p.constrained[rows], tok, self.full(hidden, rows))
+        # index_put_ with a device value: a Python scalar would be a host copy (not capturable)
         if isinstance(rows, slice):
             p.tok[rows].copy_(tok)
             p.gen[rows].add_(1)
             n = tok.shape[0]
-            p.seen[rows][torch.arange(n, device=tok.device), tok] = True
+            p.seen[rows].index_put_((torch.arange(n, device=tok.device), tok), self.true)
         else:
             p.tok.index_copy_(0, rows, tok)
             p.gen.index_add_(0, rows, torch.ones_like(rows))
-            p.seen[rows, tok] = True
+            p.seen.index_put_((rows, tok), self.true)
         return tok
