@@ -29,6 +29,8 @@ from kanitts.engine.native.slots import SlotParams, SlotPool
 
 logger = logging.getLogger(__name__)
 
+#: Prefill lengths are padded up to a multiple of this.
+PREFILL_ALIGN = 16
 #: Sentinel put on a request's queue when its stream ends normally.
 DONE = object()
 
@@ -236,6 +238,8 @@ class Scheduler:
         dev = self.model.device
         slots = [r.slot for r in group]
         pool.admit(slots, [r.slot_params for r in group])
+        # pad to a multiple of 16 positions: fewer distinct prefill shapes (kernel choices)
+        longest = min(pool.max_len, -(-longest // PREFILL_ALIGN) * PREFILL_ALIGN)
         ids = torch.zeros(len(group), longest, dtype=torch.int64)
         for i, r in enumerate(group):
             ids[i, : len(r.prompt)] = torch.tensor(r.prompt, dtype=torch.int64)
