@@ -25,7 +25,7 @@ import torch
 from kanitts.engine.native.graphs import DecodeStep
 from kanitts.engine.native.model import Lfm2
 from kanitts.engine.native.sampler import Sampler
-from kanitts.engine.native.slots import SlotParams, SlotPool
+from kanitts.engine.native.slots import SlotParams, SlotPool, to_device
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ class Scheduler:
             ids[i, : len(r.prompt)] = torch.tensor(r.prompt, dtype=torch.int64)
         lens_h = torch.tensor([len(r.prompt) for r in group], dtype=torch.int64)
         last_h = torch.tensor([r.prompt[-1] for r in group], dtype=torch.int64)
-        idx, ids, lens, last = (t.to(dev, non_blocking=self._pin) for t in (torch.tensor(slots), ids, lens_h, last_h))
+        idx, ids, lens, last = (to_device(t, dev) for t in (torch.tensor(slots), ids, lens_h, last_h))
         hidden = self.model.prefill(pool.cache, idx, ids, lens)
         h_last = hidden[torch.arange(len(group), device=dev), lens - 1]
         pool.cache_len.index_copy_(0, idx, lens)

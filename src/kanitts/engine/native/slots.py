@@ -20,6 +20,13 @@ from kanitts.engine.native.model import Lfm2, StateCache
 MAX_STOP_IDS = 8
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host -> device without waiting for the device's queued work (pinned, non-blocking on CUDA)."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 @dataclass(frozen=True)
 class SlotParams:
     """What admitting a request writes into its slot (host values)."""
@@ -89,7 +96,7 @@ class SlotPool:
         if slot in self.used:
             self.used.discard(slot)
             heapq.heappush(self._free, slot)
-            self.active[slot] = False
+            self.active.narrow(0, slot, 1).fill_(False)  # a fill kernel, no host copy
 
     def bound(self) -> int:
         """1 + the highest slot in use (0 when none): the prefix a decode step must cover."""
@@ -100,10 +107,10 @@ class SlotPool:
         """Reset the sampling state of ``slots`` for new requests (model state is written by
         prefill). A few batched host->device copies, whatever the number of slots."""
         dev = self.device
-        idx = torch.tensor(list(slots), dtype=torch.int64).to(dev)
-        ints = torch.tensor([[p.seed & 0x7FFFFFFF, p.min_tokens] for p in params], dtype=torch.int64).to(dev)
-        flts = torch.tensor([[p.temperature, p.top_p, p.repetition_penalty] for p in params],
-                            dtype=torch.float32).to(dev)
+        idx = to_device(torch.tensor(list(slots), dtype=torch.int64), dev)
+        ints = to_device(torch.tensor([[p.seed & 0x7FFFFFFF, p.min_tokens] for p in params], dtype=torch.int64), dev)
+        flts = to_device(torch.tensor([[p.temperature, p.top_p, p.repetition_penalty] for p in params],
+                                      dtype=torch.float32), dev)
         stops = torch.full((len(params), MAX_STOP_IDS), -1, dtype=torch.int64)
         for r, p in enumerate(params):
             if len(p.stop_ids) > MAX_STOP_IDS:
@@ -114,14 +121,15 @@ class SlotPool:
         self.temperature.index_copy_(0, idx, flts[:, 0])
         self.top_p.index_copy_(0, idx, flts[:, 1])
         self.rep_penalty.index_copy_(0, idx, flts[:, 2])
-        self.constrained.index_copy_(0, idx, torch.tensor([p.constrained for p in params]).to(dev))
-        self.stop_ids.index_copy_(0, idx, stops.to(dev))
+        self.constrained.index_copy_(0, idx, to_device(torch.tensor([p.constrained for p in params]), dev))
+        self.stop_ids.index_copy_(0, idx, to_device(stops, dev))
         self.gen.index_fill_(0, idx, 0)
         self.pos_step.index_fill_(0, idx, 1.0)
         self.seen.index_fill_(0, idx, False)
         rows = [r for r, p in zip(slots, params) for _ in p.prompt]
         cols = [int(t) for p in params for t in p.prompt]
         if rows:
-            rc = torch.tensor([rows, cols], dtype=torch.int64).to(dev)
-            self.seen[rc[0], rc[1].clamp(0, self.seen.shape[1] - 1)] = True
+            rc = to_device(torch.tensor([rows, cols], dtype=torch.int64), dev)
+            self.seen.index_put_((rc[0], rc[1].clamp(0, self.seen.shape[1] - 1)),
+                                 torch.ones((), dtype=torch.bool, device=dev))
         self.active.index_fill_(0, idx, True)
