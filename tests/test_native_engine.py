@@ -178,3 +178,13 @@ async def test_prompt_limits(tiny_model):
         assert len(toks) == 64 - len(p.with_opening(PROMPT))
     finally:
         await b.close()
+
+
+async def test_close_ends_streams_in_flight_with_an_error(tiny_model):
+    b = await started(tiny_model)
+    s = b.stream(PROMPT, SamplingParams(seed=1, max_tokens=10_000, min_tokens=10_000))
+    await s.__anext__()
+    await b.close()
+    with pytest.raises(RuntimeError, match="stopped"):
+        async for _ in s:
+            pass

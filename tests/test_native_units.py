@@ -122,3 +122,16 @@ def test_seeded_samples_do_not_depend_on_the_row():
     pool.tok.fill_(p.START_OF_SPEECH)
     got = Sampler(model, pool).sample(torch.zeros(8, 4), slice(0, 8), False).tolist()
     assert got[2] == got[6] and len(set(got)) > 2
+
+
+def test_the_engine_imports_without_server_or_transformers_packages():
+    """The device image lacks the server's packages: the engine needs torch + safetensors only."""
+    import subprocess
+    import sys
+
+    blocked = ("fastapi", "starlette", "uvicorn", "av", "lingua", "httpx", "transformers", "tokenizers")
+    code = ("import sys\n"
+            f"for m in {blocked!r}: sys.modules[m] = None\n"
+            "import kanitts.engine.native.backend, kanitts.engine.native.weights\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
