@@ -28,7 +28,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="generation backend (default auto = native)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--mode", choices=["low_vram", "balanced", "high_performance", "fp8", "bnb_4bit"],
-                   help="vLLM performance mode (default low_vram)")
+                   help="performance mode: engine sizes (default low_vram)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
