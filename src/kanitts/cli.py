@@ -29,10 +29,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="serve only this model (hub id or local folder) for --language")
     p.add_argument("--codec", metavar="ID_OR_PATH", help="NanoCodec .nemo (hub id, file or folder)")
     p.add_argument("--language", metavar="CODE", help="language of --model (default: default_language)")
-    p.add_argument("--backend", choices=["auto", "vllm", "torch"], help="generation backend (default auto)")
+    p.add_argument("--backend", choices=["auto", "native", "vllm", "torch"],
+                   help="generation backend (default auto = native)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--mode", choices=MODE_NAMES,
-                   help=f"vLLM performance mode (default {DEFAULT_MODE})")
+                   help=f"performance mode: engine sizes (default {DEFAULT_MODE})")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
