@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from kanitts.bench.codec_ncl import NclStreamingDecoder, decoder_for_layout
 from kanitts.codec.fast import FastStreamingDecoder
 from kanitts.codec.layers import CausalConv1d, CausalConvTranspose1d
 from kanitts.codec.nanocodec import NanoCodec
@@ -204,7 +205,7 @@ POOLS: dict[str, FastStreamingDecoder] = {}
 def pool(name: str) -> FastStreamingDecoder:
     if name not in POOLS:
         dtype, comp, graphs, fused, layout, pad, *rest = VARIANTS[name]
-        POOLS[name] = FastStreamingDecoder(
+        POOLS[name] = decoder_for_layout(
             codec,
             POOL,
             dtype=dtype,
@@ -225,7 +226,7 @@ def stream_decode(p: FastStreamingDecoder, codes: torch.Tensor, chunks: list[int
     p.reset(slots)
     outs, t = [], 0
     for n in chunks:
-        outs.append(p.step_slots(slots, codes[..., t : t + n]))
+        outs.append(p.step_slots(slots, codes[..., t : t + n].transpose(1, 2)))  # [k, n, G]
         t += n
     sync()
     return torch.cat(outs, -1).float()
@@ -251,9 +252,9 @@ def accuracy() -> None:
         try:
             t = time.perf_counter()
             if name == "fused_eager_fp32":
-                p = FastStreamingDecoder(codec, 8, compile=False, cuda_graphs=False, fused_ops=True)
+                p = NclStreamingDecoder(codec, 8, compile=False, cuda_graphs=False, fused_ops=True)
             elif name == "fused_eager_nlc_fp32":
-                p = FastStreamingDecoder(codec, 8, compile=False, cuda_graphs=False, layout="nlc")
+                p = FastStreamingDecoder(codec, 8, compile=False, cuda_graphs=False)
             else:
                 p = pool(name)
             out = stream_decode(p, codes, chunks)
@@ -278,7 +279,8 @@ def accuracy() -> None:
 def throughput(name: str, batch: int, frames: int, min_time: float = 0.4, max_iter: int = 40) -> dict:
     p = pool(name)
     gen = torch.Generator(device=dev).manual_seed(batch * 100 + frames)
-    sets = [torch.randint(0, codec.codebook_size, (batch, 4, frames), device=dev, generator=gen) for _ in range(3)]
+    # frames [batch, T, G], the layout step_slots takes
+    sets = [torch.randint(0, codec.codebook_size, (batch, frames, 4), device=dev, generator=gen) for _ in range(3)]
     slots = list(range(batch))
     p.reset(slots)
     t = time.perf_counter()
@@ -342,7 +344,7 @@ def latency() -> None:
             if elapsed() > BUDGET - 15:
                 break
             try:
-                codes = torch.randint(0, codec.codebook_size, (1, 4, frames), device="cpu")
+                codes = torch.randint(0, codec.codebook_size, (1, frames, 4), device="cpu")  # [1, T, G]
                 p.reset([0])
                 for _ in range(3):
                     p.step_slots([0], codes)
@@ -392,7 +394,7 @@ def profile(names: list[str] | None = None) -> None:
             log("budget: stop profiles")
             break
         batch, frames = (4, 2) if DRY else (256, 8)
-        codes = torch.randint(0, codec.codebook_size, (batch, 4, frames), device=dev)
+        codes = torch.randint(0, codec.codebook_size, (batch, frames, 4), device=dev)  # [B, T, G]
         index = torch.arange(batch, device=dev)
         with torch.inference_mode(), p.stream_context():
             p._fn(codes, index, p.states)  # un-graphed, so kernels are visible

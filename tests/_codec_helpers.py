@@ -14,11 +14,12 @@ def random_codes(codec: NanoCodec, b: int, t: int, seed: int) -> torch.Tensor:
 
 
 def stream_chunks(pool, slots: list[int], codes: torch.Tensor, chunks: list[int]) -> torch.Tensor:
-    """Reset ``slots``, then decode ``codes`` in steps of ``chunks`` frames; the audio joined."""
+    """Reset ``slots``, then decode ``codes[k, G, T]`` in steps of ``chunks`` frames (each
+    step's frames handed over as ``[k, n, G]``, the layout ``step_slots`` takes); the audio joined."""
     pool.reset(slots)
     outs, t = [], 0
     for n in chunks:
-        outs.append(pool.step_slots(slots, codes[..., t : t + n]))
+        outs.append(pool.step_slots(slots, codes[..., t : t + n].transpose(1, 2)))
         t += n
     assert t == codes.shape[-1], "chunks must cover every frame"
     return torch.cat(outs, -1)

@@ -13,6 +13,7 @@ import torch
 from _codec_helpers import random_codes as _codes
 from _codec_helpers import stream_chunks as _stream
 
+from kanitts.bench.codec_ncl import NclStreamingDecoder
 from kanitts.codec.fast import FastStreamingDecoder, default_buckets, split_frames
 from kanitts.codec.nanocodec import NanoCodec
 from kanitts.codec.streaming import StreamingDecoder
@@ -49,7 +50,7 @@ def test_cpu_defaults_are_eager(codec: NanoCodec) -> None:
 def test_matches_one_shot_and_reference_pool(codec: NanoCodec, fused: bool) -> None:
     codes = _codes(codec, 3, 11, 0)
     one_shot = codec.decode(codes)
-    fast = FastStreamingDecoder(codec, 6, layout="ncl", compile=False, fused_ops=fused)
+    fast = NclStreamingDecoder(codec, 6, compile=False, fused_ops=fused)
     ref = StreamingDecoder(codec, 6)
     slots = [5, 0, 2]
     got = _stream(fast, slots, codes, [1, 2, 4, 3, 1])
@@ -60,21 +61,21 @@ def test_matches_one_shot_and_reference_pool(codec: NanoCodec, fused: bool) -> N
 
 
 def test_slots_are_isolated_and_scratch_padding_is_harmless(codec: NanoCodec) -> None:
-    fast = FastStreamingDecoder(codec, 4, layout="ncl", compile=False, fused_ops=True)
+    fast = NclStreamingDecoder(codec, 4, compile=False, fused_ops=True)
     a, b = _codes(codec, 1, 6, 1), _codes(codec, 1, 6, 2)
     fast.reset()
-    fast.step_slots([1], a[..., :3])
+    fast.step_slots([1], a[..., :3].transpose(1, 2))
     before = [s[[0, 2, 3]].clone() for s in fast.states]
-    fast.step_slots([3], b[..., :2])  # only slot 3 changes
-    fast.step_slots([1], a[..., 3:])
-    out_b = fast.step_slots([3], b[..., 2:])
+    fast.step_slots([3], b[..., :2].transpose(1, 2))  # only slot 3 changes
+    fast.step_slots([1], a[..., 3:].transpose(1, 2))
+    out_b = fast.step_slots([3], b[..., 2:].transpose(1, 2))
     assert (out_b - codec.decode(b)[:, 2 * codec.samples_per_frame :]).abs().max() <= 1e-5
     after = [s[[0, 2]] for s in fast.states]
     assert all(torch.equal(x[:2], y) for x, y in zip(before, after))
 
 
 def test_whole_pool_step_with_mask(codec: NanoCodec) -> None:
-    fast = FastStreamingDecoder(codec, 3, layout="ncl", compile=False, fused_ops=True)
+    fast = NclStreamingDecoder(codec, 3, compile=False, fused_ops=True)
     ref = StreamingDecoder(codec, 3)
     codes = _codes(codec, 3, 4, 5)
     mask = torch.tensor([True, False, True])
@@ -90,21 +91,21 @@ def test_whole_pool_step_with_mask(codec: NanoCodec) -> None:
 
 
 def test_input_validation(codec: NanoCodec) -> None:
-    fast = FastStreamingDecoder(codec, 2, layout="ncl", compile=False)
+    fast = NclStreamingDecoder(codec, 2, compile=False)
     with pytest.raises(ValueError):
-        fast.step_slots([0], _codes(codec, 2, 1, 0))
+        fast.step_slots([0], _codes(codec, 2, 1, 0).transpose(1, 2))
     with pytest.raises(ValueError):
-        fast.step_slots([2], _codes(codec, 1, 1, 0))
+        fast.step_slots([2], _codes(codec, 1, 1, 0).transpose(1, 2))
     with pytest.raises(ValueError):
-        fast.step_slots([0], _codes(codec, 1, 1, 0)[..., :0])
+        fast.step_slots([0], _codes(codec, 1, 1, 0)[..., :0].transpose(1, 2))
     with pytest.raises(ValueError):
-        FastStreamingDecoder(codec, 0, layout="ncl")
+        NclStreamingDecoder(codec, 0)
 
 
 def test_bf16_stays_close(codec: NanoCodec) -> None:
     codes = _codes(codec, 2, 6, 9)
     ref = codec.decode(codes)
-    fast = FastStreamingDecoder(codec, 2, layout="ncl", dtype=torch.bfloat16, compile=False, fused_ops=True)
+    fast = NclStreamingDecoder(codec, 2, dtype=torch.bfloat16, compile=False, fused_ops=True)
     got = _stream(fast, [0, 1], codes, [2, 4]).float()
     assert torch.isfinite(got).all()
     assert float((got - ref).norm() / ref.norm()) < 0.1  # random-weight tiny codec
@@ -114,7 +115,7 @@ def test_bf16_stays_close(codec: NanoCodec) -> None:
 @pytest.mark.skipif(os.environ.get("KANITTS_TEST_COMPILE") != "1", reason="compile on CPU takes minutes")
 def test_compiled_cpu(codec: NanoCodec) -> None:
     codes = _codes(codec, 3, 7, 4)
-    fast = FastStreamingDecoder(codec, 4, layout="ncl", compile=True)
+    fast = NclStreamingDecoder(codec, 4, compile=True)
     got = _stream(fast, [1, 3, 0], codes, [2, 2, 3])
     assert (got - codec.decode(codes)).abs().max() <= 1e-5
 

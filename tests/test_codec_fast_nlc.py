@@ -1,7 +1,7 @@
-"""FastStreamingDecoder(layout="nlc"): the channels-last walk computes the same function.
+"""FastStreamingDecoder: the channels-last walk computes the same function.
 
 Checked on CPU against the one-shot decode, the reference ``StreamingDecoder`` and the
-``ncl`` walk, for the tiny codec (96 channels: stages of 12, 6 and 3 channels get padded)
+``ncl`` walk (:class:`kanitts.bench.codec_ncl.NclStreamingDecoder`), for the tiny codec (96 channels: stages of 12, 6 and 3 channels get padded)
 and a small codec with the real last-stage channel counts (54 and 27, odd, padded to 56
 and 32). The compiled ("ops") path runs on Inductor's CPU backend.
 """
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from _codec_helpers import random_codes as _codes
 from _codec_helpers import stream_chunks as _stream
 
+from kanitts.bench.codec_ncl import NclStreamingDecoder, decoder_for_layout
 from kanitts.codec.fast import FastStreamingDecoder
 from kanitts.codec.walk_nlc import conv_nlc
 from kanitts.codec.layers import CodecConfig, DecoderConfig
@@ -58,7 +59,7 @@ def codec(request: pytest.FixtureRequest) -> NanoCodec:
 
 def _nlc(codec: NanoCodec, n: int, **kw) -> FastStreamingDecoder:
     kw.setdefault("compile", False)
-    return FastStreamingDecoder(codec, n, layout="nlc", **kw)
+    return FastStreamingDecoder(codec, n, **kw)
 
 
 def _padded_channels_are_zero(pool: FastStreamingDecoder) -> bool:
@@ -86,8 +87,8 @@ def test_conv_nlc_is_a_free_channels_last_view() -> None:
 
 def test_layout_argument_and_stats(tiny: NanoCodec) -> None:
     assert FastStreamingDecoder(tiny, 2).stats()["layout"] == "nlc"  # the default
-    assert FastStreamingDecoder(tiny, 2, layout=None).layout == "nlc"
-    assert FastStreamingDecoder(tiny, 2, layout="ncl").stats()["layout"] == "ncl"
+    assert decoder_for_layout(tiny, 2, layout=None).layout == "nlc"
+    assert NclStreamingDecoder(tiny, 2).stats()["layout"] == "ncl"
     pool = _nlc(tiny, 2, pad_channels=8)
     st = pool.stats()
     assert st["layout"] == "nlc" and st["pad_channels"] == 8 and st["fused_ops"] is True
@@ -95,9 +96,9 @@ def test_layout_argument_and_stats(tiny: NanoCodec) -> None:
     for s, (c, length) in zip(pool.states, tiny.decoder.context_shapes()):
         assert s.shape == (3, length, -(-c // 8) * 8)
     with pytest.raises(ValueError):
-        FastStreamingDecoder(tiny, 2, layout="nhwc")
+        decoder_for_layout(tiny, 2, layout="nhwc")
     with pytest.raises(ValueError):
-        FastStreamingDecoder(tiny, 2, layout="nlc", pad_channels=0)
+        FastStreamingDecoder(tiny, 2, pad_channels=0)
 
 
 @pytest.mark.parametrize("pad", [1, 8])
@@ -107,7 +108,7 @@ def test_matches_one_shot_reference_and_ncl(codec: NanoCodec, pad: int) -> None:
     slots = [5, 0, 2]
     got = _stream(_nlc(codec, 6, pad_channels=pad), slots, codes, CHUNKS)
     ref = _stream(StreamingDecoder(codec, 6), slots, codes, CHUNKS)
-    ncl = _stream(FastStreamingDecoder(codec, 6, compile=False, fused_ops=True), slots, codes, CHUNKS)
+    ncl = _stream(NclStreamingDecoder(codec, 6, compile=False, fused_ops=True), slots, codes, CHUNKS)
     assert got.shape == one_shot.shape
     assert (got - one_shot).abs().max() <= TOL
     assert (got - ref).abs().max() <= TOL
@@ -131,10 +132,10 @@ def test_slots_are_isolated_and_scratch_padding_is_harmless(codec: NanoCodec) ->
     fast = _nlc(codec, 4)
     a, b = _codes(codec, 1, 6, 1), _codes(codec, 1, 6, 2)
     fast.reset()
-    fast.step_slots([1], a[..., :3])
+    fast.step_slots([1], a[..., :3].transpose(1, 2))
     before = [s[[0, 2, 3]].clone() for s in fast.states]
-    fast.step_slots([3], b[..., :2])  # only slot 3 changes
-    fast.step_slots([1], a[..., 3:])
+    fast.step_slots([3], b[..., :2].transpose(1, 2))  # only slot 3 changes
+    fast.step_slots([1], a[..., 3:].transpose(1, 2))
     after = [s[[0, 2]] for s in fast.states]
     assert all(torch.equal(x[:2], y) for x, y in zip(before, after))
     # The graphed path pads a bucket with rows for the scratch slot: run that form here.
@@ -142,7 +143,7 @@ def test_slots_are_isolated_and_scratch_padding_is_harmless(codec: NanoCodec) ->
     index = torch.tensor([3, scratch, scratch])
     codes = torch.cat([b[..., 2:], _codes(codec, 2, 4, 7)])
     kept = [s[:scratch].clone() for s in fast.states]
-    out = fast._fn(codes, index, fast.states)
+    out = fast._fn(codes.transpose(1, 2), index, fast.states)
     assert (out[0] - codec.decode(b)[0, 2 * codec.samples_per_frame :]).abs().max() <= TOL
     for s, k in zip(fast.states, kept):  # slots other than 3 untouched by the padding rows
         assert torch.equal(s[[0, 1, 2]], k[[0, 1, 2]])
@@ -175,7 +176,7 @@ def test_bf16_stays_close(codec: NanoCodec) -> None:
     codes = _codes(codec, 2, 6, 9)
     ref = codec.decode(codes)
     nlc = _stream(_nlc(codec, 2, dtype=torch.bfloat16), [0, 1], codes, [2, 4]).float()
-    ncl = FastStreamingDecoder(codec, 2, dtype=torch.bfloat16, compile=False, fused_ops=True)
+    ncl = NclStreamingDecoder(codec, 2, dtype=torch.bfloat16, compile=False, fused_ops=True)
     ncl_out = _stream(ncl, [0, 1], codes, [2, 4]).float()
     assert torch.isfinite(nlc).all()
     err = float((nlc - ref).norm() / ref.norm())
@@ -210,7 +211,7 @@ def test_compiled_ops_cpu(odd: NanoCodec) -> None:
 def test_cuda_graphs_ops_nlc(pad: int) -> None:
     gpu = _make(_odd_config(), 5).to("cuda")
     codes = _codes(gpu, 3, 13, 6).cuda()
-    fast = FastStreamingDecoder(gpu, 8, compile="ops", layout="nlc", pad_channels=pad)
+    fast = FastStreamingDecoder(gpu, 8, compile="ops", pad_channels=pad)
     got = _stream(fast, [7, 2, 4], codes, [1, 2, 8, 2])  # bucket 4, 2 -> split
     torch.cuda.synchronize()
     assert fast.stats()["cuda_graphs"] and fast.stats()["graphs"]

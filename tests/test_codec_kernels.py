@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from _codec_helpers import random_codes as _codes
 from _codec_helpers import stream_chunks as _stream
 
+from kanitts.bench.codec_ncl import NclStreamingDecoder
 from kanitts.codec import kernels
 from kanitts.codec import walk_nlc as fast
 from kanitts.codec.fast import FastStreamingDecoder
@@ -243,7 +244,7 @@ def test_act_kernel_option_validation_and_cpu_fallback(tiny: NanoCodec, caplog: 
         pool = FastStreamingDecoder(tiny, 3, compile=False, act_kernel="triton")
     assert pool.stats()["act_kernel"] == "compile" and pool._triton is False
     assert any("act_kernel='triton' unavailable" in r.getMessage() for r in caplog.records)
-    ncl = FastStreamingDecoder(tiny, 2, compile=False, layout="ncl", act_kernel="triton")
+    ncl = NclStreamingDecoder(tiny, 2, compile=False, act_kernel="triton")
     assert ncl.act_kernel == "compile"
     codes = _codes(tiny, 2, 7, 0)
     ref = FastStreamingDecoder(tiny, 3, compile=False)
@@ -359,6 +360,7 @@ def test_act_bench_cpu_dry_run(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- Triton interpreter
 _INTERP_CHECK = r"""
 import torch
+from kanitts.bench.codec_ncl import NclStreamingDecoder
 from kanitts.codec import kernels
 torch.manual_seed(0)
 worst = 0.0
@@ -470,7 +472,7 @@ def test_gpu_auto_picks_triton_for_16_bit_only() -> None:
     codec = _odd_codec().cuda()
     assert FastStreamingDecoder(codec, 2, dtype=torch.bfloat16, compile="ops").act_kernel == "triton"
     assert FastStreamingDecoder(codec, 2, dtype=torch.float32, compile="ops").act_kernel == "compile"
-    assert FastStreamingDecoder(codec, 2, dtype=torch.bfloat16, compile="ops", layout="ncl").act_kernel == "compile"
+    assert NclStreamingDecoder(codec, 2, dtype=torch.bfloat16, compile="ops").act_kernel == "compile"
 
 
 @GPU
@@ -483,7 +485,7 @@ def test_gpu_decoder_triton_matches_compile(dtype: torch.dtype) -> None:
     codes = _codes(codec, 3, 12, 4).cuda()
     with torch.inference_mode():
         one_shot = codec.decode(codes).float()
-    kw = {"dtype": dtype, "compile": "ops", "layout": "nlc"}
+    kw = {"dtype": dtype, "compile": "ops"}
     tri = FastStreamingDecoder(codec, 4, act_kernel="triton", **kw)
     ref = FastStreamingDecoder(codec, 4, act_kernel="compile", **kw)
     assert tri.stats()["act_kernel"] == "triton"

@@ -40,7 +40,7 @@ def test_any_chunking_matches_one_shot(codec: NanoCodec, streams, cuts: set[int]
     codes, ref = streams
     pool = StreamingDecoder(codec, 4)
     bounds = [0, *sorted(cuts), FRAMES]
-    out = [pool.step_slots([3, 0, 1], codes[:, :, a:b]) for a, b in zip(bounds, bounds[1:])]
+    out = [pool.step_slots([3, 0, 1], codes[:, :, a:b].transpose(1, 2)) for a, b in zip(bounds, bounds[1:])]
     audio = torch.cat(out, dim=-1)
     assert audio.shape == ref.shape
     assert (audio - ref).abs().max().item() <= TOL
@@ -84,12 +84,12 @@ def test_masked_pool_streams_at_different_positions(codec: NanoCodec, streams) -
 def test_step_slots_leaves_other_slots_alone(codec: NanoCodec, streams) -> None:
     codes, ref = streams
     pool = StreamingDecoder(codec, 3)
-    pool.step_slots([1], codes[1:2, :, :4])
+    pool.step_slots([1], codes[1:2, :, :4].transpose(1, 2))
     snapshot = [s.clone() for s in pool.states]
-    pool.step_slots([0, 2], codes[[0, 2], :, :5])
+    pool.step_slots([0, 2], codes[[0, 2], :, :5].transpose(1, 2))
     for before, state in zip(snapshot, pool.states):
         assert torch.equal(state[1], before[1])
-    tail = pool.step_slots([1], codes[1:2, :, 4:])
+    tail = pool.step_slots([1], codes[1:2, :, 4:].transpose(1, 2))
     assert (tail[0] - ref[1, 4 * SPF :]).abs().max().item() <= TOL
 
 
@@ -98,6 +98,6 @@ def test_input_validation(codec: NanoCodec) -> None:
     with pytest.raises(ValueError):
         pool.step(torch.zeros(1, 4, 1, dtype=torch.long))
     with pytest.raises(ValueError):
-        pool.step_slots([0], torch.zeros(1, 4, 0, dtype=torch.long))
+        pool.step_slots([0], torch.zeros(1, 0, 4, dtype=torch.long))
     with pytest.raises(ValueError):
         StreamingDecoder(codec, 0)

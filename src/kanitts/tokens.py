@@ -116,9 +116,13 @@ class FrameParser:
     """Incremental parser: model tokens in, complete 4-code frames out.
 
     Accepts the model's framing tokens (START_OF_AI, START_OF_SPEECH) before audio,
-    stops at END_OF_SPEECH / END_OF_AI, and raises :class:`MalformedStreamError` on
-    anything that would otherwise be mis-decoded: a codebook out of order, a text token
-    inside speech, or a stream that ends in the middle of a frame.
+    stops at END_OF_SPEECH / END_OF_AI, and raises :class:`MalformedStreamError` where the
+    token stream breaks the grammar (so it would be mis-decoded): a codebook out of order,
+    a text token inside speech, or a stream that ends in the middle of a frame. Each token
+    is checked once, here; the frames it emits hold ``NUM_CODEBOOKS`` codes in
+    ``0..CODEBOOK_SIZE - 1`` by construction. Checking frames against the loaded codec is
+    not its job: :class:`kanitts.codec.CodecWorker` does that where frames enter the codec
+    (and raises ``ValueError``).
     """
 
     def __init__(self) -> None:
@@ -148,7 +152,7 @@ class FrameParser:
                     f"token {tok} is not an audio token (frame {self.frames_emitted}, "
                     f"position {len(self._partial)})"
                 )
-            codebook, code = split_audio_token(tok)
+            codebook, code = divmod(tok - AUDIO_TOKEN_START, CODEBOOK_SIZE)  # in range: checked above
             if codebook != len(self._partial):
                 raise MalformedStreamError(
                     f"expected codebook {len(self._partial)} in frame {self.frames_emitted}, "

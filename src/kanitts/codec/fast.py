@@ -10,11 +10,12 @@ and computes the same function, but is built for serving many streams on a GPU:
   slots is padded to a *batch bucket* (powers of two up to ``max_streams``) with the
   scratch slot, so each step has one of a few fixed shapes whatever the number of
   active streams; the padding rows read and write only the scratch slot.
-* **One pure step function** ``(codes, slot index, states) -> audio`` that gathers the
-  slots' contexts, runs a decoder *walk* and ``index_copy_``s the new contexts back. Two
-  walks compute it: the channels-last one that serves (:mod:`kanitts.codec.walk_nlc`,
-  ``layout="nlc"``, the default) and the channels-first reference
-  (:mod:`kanitts.codec.walk_ncl`, ``layout="ncl"``).
+* **One pure step function** ``(frames, slot index, states) -> audio`` that gathers the
+  slots' contexts, runs the channels-last decoder *walk* (:mod:`kanitts.codec.walk_nlc`)
+  and ``index_copy_``s the new contexts back. It takes the frames as the worker has them,
+  ``[k, T, G]`` (one row of ``G`` codes per frame), which is also the order the walk's
+  codebook lookup wants: no permute on the way. (The channels-first walk the benchmarks
+  compare it with is :mod:`kanitts.bench.codec_ncl`, a subclass.)
 * **torch.compile** (``compile=True``: the whole step; ``"ops"``: only the fused
   pointwise pieces, what the serving worker uses on CUDA).
 * **CUDA graphs** per ``(bucket, frames)`` shape, captured lazily or by :meth:`warmup`:
@@ -43,7 +44,6 @@ from torch import Tensor
 
 from kanitts.codec import kernels
 from kanitts.codec.nanocodec import NanoCodec
-from kanitts.codec.walk_ncl import NclWalk, act_cat_ncl, up_pointwise_ncl
 from kanitts.codec.walk_nlc import (
     NlcPlan,
     NlcWalk,
@@ -58,16 +58,10 @@ from kanitts.codec.walk_nlc import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_FRAME_SIZES = (1, 2, 4, 8)
-#: Decoder walk layouts: "ncl" = [B, C, T] (reference), "nlc" = [B, T, C] channels-last.
-LAYOUTS = ("ncl", "nlc")
 #: Implementations of the nlc walk's activation patterns: the torch(.compile)d functions
 #: of :mod:`kanitts.codec.walk_nlc`, or the hand-written Triton kernel of
 #: :mod:`kanitts.codec.kernels` (CUDA only).
 ACT_KERNELS = ("auto", "compile", "triton")
-#: Default layout (``layout=None``): channels-last. On the H100 (benchmarks/codec_h100-run3.txt)
-#: it decodes 2,669 audio s/s at batch 256 against 1,408 for "ncl" in the same run, and a
-#: batch-1 step takes 1.7 ms against 3.2; on the CPU (eager, 2 cores) it is ~1.2x faster.
-DEFAULT_LAYOUT = "nlc"
 
 
 @contextlib.contextmanager
@@ -119,23 +113,33 @@ def split_frames(frames: int, sizes: Sequence[int]) -> list[int]:
     return parts
 
 
-class FastStreamingDecoder(NlcWalk, NclWalk):
-    """A fixed pool of ``batch_size`` decode streams, stepped as one batched call.
+class FastStreamingDecoder(NlcWalk):
+    """A fixed pool of ``batch_size`` decode streams, stepped as one batched call over the
+    channels-last walk (:mod:`kanitts.codec.walk_nlc`).
 
     ``dtype`` (default: the codec's) may differ from the codec's: the decoder is then
     copied and converted (bf16 on GPU is ~2x faster; see benchmarks/codec_h100.txt for its
     error). ``compile``/``cuda_graphs`` default to on when CUDA (and for compile, Triton)
-    is present. ``layout`` picks the decoder walk (``"ncl"``/``"nlc"``, ``None`` =
-    :data:`DEFAULT_LAYOUT`); ``"nlc"`` always uses the fused pointwise forms (compiled
-    under ``compile="ops"``) and pads every stage's channels to a multiple of
-    ``pad_channels`` (1 = no padding). ``act_kernel`` (:data:`ACT_KERNELS`) picks the
-    implementation of the nlc activation patterns: ``"auto"`` (default) = ``"triton"`` for a
-    16-bit codec on CUDA with Triton, else ``"compile"``; ``"triton"`` = the hand-written kernel
-    with ``sin_mode`` (:data:`kanitts.codec.kernels.SIN_MODES`), used when the layout is
-    ``"nlc"``, the codec is on CUDA and Triton imports, else the ``"compile"`` functions
-    (a warning says so; :meth:`stats` reports what runs). Not thread-safe: drive it from
-    one thread.
+    is present. The walk always uses the fused pointwise forms (compiled under
+    ``compile="ops"``) and pads every stage's channels to a multiple of ``pad_channels``
+    (1 = no padding). ``act_kernel`` (:data:`ACT_KERNELS`) picks the implementation of the
+    activation patterns: ``"auto"`` (default) = ``"triton"`` for a 16-bit codec on CUDA with
+    Triton, else ``"compile"``; ``"triton"`` = the hand-written kernel with ``sin_mode``
+    (:data:`kanitts.codec.kernels.SIN_MODES`), used when the codec is on CUDA and Triton
+    imports, else the ``"compile"`` functions (a warning says so; :meth:`stats` reports what
+    runs). Raises ``ValueError`` for ``batch_size < 1``, ``pad_channels < 1`` or an unknown
+    ``act_kernel``/``sin_mode``. Not thread-safe: drive it from one thread.
+
+    Subclasses may walk another layout (the benchmarks' channels-first variant,
+    :mod:`kanitts.bench.codec_ncl`) by overriding :attr:`layout`, :meth:`_setup_walk`,
+    :meth:`_smallest_bucket`, :meth:`_resolve_act_kernel` and :meth:`_walk`.
     """
+
+    #: The activation layout of the walk, as :meth:`stats` reports it: ``[B, T, C]``.
+    #: Channels-last because on the H100 (benchmarks/codec_h100-run3.txt) it decodes 2,669
+    #: audio s/s at batch 256 against 1,408 for "ncl" in the same run, and a batch-1 step
+    #: takes 1.7 ms against 3.2; on the CPU (eager, 2 cores) it is ~1.2x faster.
+    layout = "nlc"
 
     def __init__(
         self,
@@ -145,27 +149,20 @@ class FastStreamingDecoder(NlcWalk, NclWalk):
         dtype: torch.dtype | None = None,
         compile: bool | str | None = None,
         cuda_graphs: bool | None = None,
-        fused_ops: bool | None = None,
         frame_sizes: Sequence[int] = DEFAULT_FRAME_SIZES,
         buckets: Sequence[int] | None = None,
-        layout: str | None = None,
         pad_channels: int = 8,
         act_kernel: str = "auto",
         sin_mode: str = kernels.DEFAULT_SIN_MODE,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        layout = DEFAULT_LAYOUT if layout is None else layout
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         if pad_channels < 1:
             raise ValueError("pad_channels must be >= 1")
         if act_kernel not in ACT_KERNELS:
             raise ValueError(f"act_kernel must be one of {ACT_KERNELS}, got {act_kernel!r}")
         if sin_mode not in kernels.SIN_MODES:
             raise ValueError(f"sin_mode must be one of {sorted(kernels.SIN_MODES)}, got {sin_mode!r}")
-        self.layout = layout
-        self.pad_channels = int(pad_channels) if layout == "nlc" else 1
         if dtype is not None and dtype != codec.dtype:
             codec = copy.deepcopy(codec).to(dtype)
         codec.eval()
@@ -181,55 +178,21 @@ class FastStreamingDecoder(NlcWalk, NclWalk):
             compile = bool(is_cuda and triton_available())
         self.compiled = compile is True
         self.cuda_graphs = is_cuda if cuda_graphs is None else bool(cuda_graphs and is_cuda)
-        self.fused_ops = bool(compile) if fused_ops is None else bool(fused_ops)
-        if layout == "nlc":
-            self.fused_ops = True  # the nlc walk exists only in the fused form
         self.frame_sizes = tuple(sorted({int(f) for f in frame_sizes} | {1}))
-        # Compiled code specialises on size 1: starting the buckets at 2 saves a compile
-        # (for the nlc pointwise functions under "ops": one per function and channel count).
-        smallest = 2 if self.compiled or (compile == "ops" and layout == "nlc") else 1
+        self.scratch = batch_size  # the extra slot padding rows read and write
+        # The walk's own pieces: fused/compiled forms and the state pool (slots + scratch).
+        self.states: list[Tensor] = self._setup_walk(compile, int(pad_channels))
+        smallest = self._smallest_bucket()
         self.buckets = tuple(sorted(set(buckets))) if buckets else default_buckets(batch_size, smallest)
         if self.buckets[-1] < batch_size:
             self.buckets = self.buckets + (batch_size,)
-        self.scratch = batch_size  # the extra slot padding rows read and write
-        self._nlc: NlcPlan | None = None
-        if layout == "nlc":
-            self._nlc = NlcPlan(codec, self.pad_channels)
-            # [slots + 1, L, C_padded]: a context is a contiguous chunk per stream.
-            self.states: list[Tensor] = [
-                torch.zeros(batch_size + 1, length, c, device=dev, dtype=self.dtype)
-                for length, c in self._nlc.context_shapes
-            ]
-        else:
-            self.states = [
-                torch.zeros(batch_size + 1, c, length, device=dev, dtype=self.dtype)
-                for c, length in self.decoder.context_shapes()
-            ]
         self.stream: torch.cuda.Stream | None = torch.cuda.Stream(dev) if is_cuda else None
-        self._prepare_fused()
-        # compile="ops": compile only the fused pointwise pieces (seconds, not minutes).
-        self.ops_compiled = compile == "ops" and self.fused_ops
-        self._k_act_cat, self._k_up = act_cat_ncl, up_pointwise_ncl
-        if self.ops_compiled and layout == "ncl":
-            self._k_act_cat = torch.compile(act_cat_ncl, dynamic=True)
-            self._k_up = torch.compile(up_pointwise_ncl, dynamic=True)
         if self.ops_compiled:
             self.compiled = False
-            if layout == "nlc":
-                import torch._dynamo as dynamo
-
-                # About one compile per (channel count, pattern): more than dynamo's default 8.
-                dynamo.config.recompile_limit = max(dynamo.config.recompile_limit, 64)
-        ops = self.ops_compiled
-        self._p_act_cat = Pointwise(nlc_act_cat, 2, ops)
-        self._p_add_act_cat = Pointwise(nlc_add_act_cat, 3, ops)
-        self._p_add = Pointwise(nlc_add, 3, ops)
-        self._p_sum_act_cat = Pointwise(nlc_sum_act_cat, 4, ops)
-        self._p_up = Pointwise(nlc_up, 1, ops)
         self.sin_mode = sin_mode
         self.act_kernel = self._resolve_act_kernel(act_kernel, is_cuda)
         self._triton = self.act_kernel == "triton"
-        fn = self._step_fn if layout == "ncl" else self._step_fn_nlc
+        fn = self._walk
         if self.compiled:
             import torch._dynamo as dynamo
 
@@ -245,23 +208,52 @@ class FastStreamingDecoder(NlcWalk, NclWalk):
     def device(self) -> torch.device:
         return self.codec.device
 
+    def _setup_walk(self, compile: bool | str, pad_channels: int) -> list[Tensor]:
+        """Prepare the channels-last walk (sets ``fused_ops``, ``ops_compiled``,
+        ``pad_channels``, the plan and the pointwise functions) and return its zeroed
+        state pool: one ``[slots + 1, L, C_padded]`` tensor per stateful layer (a
+        context is a contiguous chunk per stream)."""
+        self.fused_ops = True  # the nlc walk exists only in the fused form
+        self.pad_channels = pad_channels
+        # compile="ops": compile only the fused pointwise pieces (seconds, not minutes).
+        self.ops_compiled = compile == "ops"
+        if self.ops_compiled:
+            import torch._dynamo as dynamo
+
+            # About one compile per (channel count, pattern): more than dynamo's default 8.
+            dynamo.config.recompile_limit = max(dynamo.config.recompile_limit, 64)
+        ops = self.ops_compiled
+        self._p_act_cat = Pointwise(nlc_act_cat, 2, ops)
+        self._p_add_act_cat = Pointwise(nlc_add_act_cat, 3, ops)
+        self._p_add = Pointwise(nlc_add, 3, ops)
+        self._p_sum_act_cat = Pointwise(nlc_sum_act_cat, 4, ops)
+        self._p_up = Pointwise(nlc_up, 1, ops)
+        self._nlc = NlcPlan(self.codec, pad_channels)
+        return [
+            torch.zeros(self.batch_size + 1, length, c, device=self.device, dtype=self.dtype)
+            for length, c in self._nlc.context_shapes
+        ]
+
+    def _smallest_bucket(self) -> int:
+        """Compiled code specialises on size 1: starting the buckets at 2 saves a compile
+        (for the pointwise functions under "ops": one per function and channel count)."""
+        return 2 if self.compiled or self.ops_compiled else 1
+
     def _resolve_act_kernel(self, requested: str, is_cuda: bool) -> str:
-        """The activation implementation that can run here: "triton" needs the nlc walk,
-        a CUDA codec and an importable Triton; anything else degrades to "compile"."""
+        """The activation implementation that can run here: "triton" needs a CUDA codec
+        and an importable Triton; anything else degrades to "compile"."""
         if requested == "auto":
             # The Triton kernel where it was measured (H100, benchmarks/codec_h100-run4.txt:
             # 4,143 vs 2,738 audio s/s at batch 256, same accuracy against float32): the nlc
             # walk on CUDA in a 16-bit dtype. float32 keeps the compiled functions (the fast
             # sin approximation is sized for bf16 resolution).
-            ok = (self.layout == "nlc" and not self.compiled and is_cuda and kernels.triton is not None
+            ok = (not self.compiled and is_cuda and kernels.triton is not None
                   and self.dtype in (torch.bfloat16, torch.float16))
             return "triton" if ok else "compile"
         if requested != "triton":
             return requested
         why = None
-        if self.layout != "nlc":
-            why = "the ncl walk has no Triton kernel"
-        elif self.compiled:
+        if self.compiled:
             why = "the whole step is torch.compiled"
         elif not is_cuda:
             why = "the codec is not on CUDA"
@@ -271,7 +263,6 @@ class FastStreamingDecoder(NlcWalk, NclWalk):
             logger.warning("act_kernel='triton' unavailable (%s): using the compiled functions", why)
             return "compile"
         return "triton"
-
 
     # ------------------------------------------------------------------ running
     def stream_context(self) -> contextlib.AbstractContextManager[object]:
@@ -292,7 +283,7 @@ class FastStreamingDecoder(NlcWalk, NclWalk):
 
     def _capture(self, bucket: int, frames: int) -> tuple[torch.cuda.CUDAGraph, Tensor, Tensor, Tensor]:
         dev = self.device
-        codes = torch.zeros(bucket, self.num_codebooks, frames, dtype=torch.long, device=dev)
+        codes = torch.zeros(bucket, frames, self.num_codebooks, dtype=torch.long, device=dev)
         index = torch.full((bucket,), self.scratch, dtype=torch.long, device=dev)
         # Warm up (compiles, cuDNN autotune) on the side stream, touching only the scratch slot.
         with cudnn_autotune():
@@ -329,7 +320,7 @@ class FastStreamingDecoder(NlcWalk, NclWalk):
                 for b in buckets or self.buckets[:1]:
                     for f in frame_sizes or self.frame_sizes:
                         idx = torch.full((b,), self.scratch, dtype=torch.long, device=self.device)
-                        codes = torch.zeros(b, self.num_codebooks, f, dtype=torch.long, device=self.device)
+                        codes = torch.zeros(b, f, self.num_codebooks, dtype=torch.long, device=self.device)
                         self._fn(codes, idx, self.states)
         return len(self._graphs)
 
@@ -351,60 +342,66 @@ class FastStreamingDecoder(NlcWalk, NclWalk):
                 s.index_fill_(0, index, 0)
 
     @torch.inference_mode()
-    def step_slots(self, slots: Sequence[int] | Tensor, codes: Tensor) -> Tensor:
+    def step_slots(self, slots: Sequence[int] | Tensor, frames: Tensor) -> Tensor:
         """Decode the next ``T`` frames of the listed (distinct) slots:
-        ``codes[len(slots), G, T]`` -> ``audio[len(slots), T * samples_per_frame]``
-        (a fresh tensor on :attr:`device`, produced on :attr:`stream`)."""
+        ``frames[len(slots), T, G]`` (integer codes, one row per frame, as
+        :class:`~kanitts.codec.worker.CodecWorker` collects them) ->
+        ``audio[len(slots), T * samples_per_frame]`` in the pool's dtype (a fresh tensor on
+        :attr:`device`, produced on :attr:`stream`). Raises ``ValueError`` for a wrong shape,
+        no frames or a slot outside the pool; codes are not range-checked here (that would
+        sync the device): the worker validates frames where they enter."""
         index = self._index(slots)
         k = index.numel()
-        if codes.dim() != 3 or codes.shape[0] != k or codes.shape[1] != self.num_codebooks:
-            raise ValueError(f"codes must be [{k}, {self.num_codebooks}, T], got {tuple(codes.shape)}")
-        if codes.shape[-1] < 1:
+        if frames.dim() != 3 or frames.shape[0] != k or frames.shape[2] != self.num_codebooks:
+            raise ValueError(f"frames must be [{k}, T, {self.num_codebooks}], got {tuple(frames.shape)}")
+        if frames.shape[1] < 1:
             raise ValueError("a step needs at least one frame")
         if k and (int(index.min()) < 0 or int(index.max()) >= self.batch_size):
             raise ValueError(f"slots must lie in 0..{self.batch_size - 1}")
-        if self.stream is not None and codes.is_cuda:
-            self.stream.wait_stream(torch.cuda.current_stream(self.device))  # codes made there
+        if self.stream is not None and frames.is_cuda:
+            self.stream.wait_stream(torch.cuda.current_stream(self.device))  # frames made there
         with self.stream_context(), cudnn_autotune(self.device.type == "cuda"):
-            codes = codes.to(self.device, torch.long, non_blocking=True)
+            frames = frames.to(self.device, torch.long, non_blocking=True)
             if not self.cuda_graphs:
-                return self._fn(codes, index.to(self.device), self.states)
+                return self._fn(frames, index.to(self.device), self.states)
             bucket = self.bucket_for(k)
             pieces, t0 = [], 0
-            for f in split_frames(codes.shape[-1], self.frame_sizes):
-                pieces.append(self._run_graphed(bucket, index, codes[..., t0 : t0 + f]))
+            for f in split_frames(frames.shape[1], self.frame_sizes):
+                pieces.append(self._run_graphed(bucket, index, frames[:, t0 : t0 + f]))
                 t0 += f
             return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
 
-    def _run_graphed(self, bucket: int, index: Tensor, codes: Tensor) -> Tensor:
-        k, frames = index.numel(), codes.shape[-1]
-        got = self._graph(bucket, frames)
+    def _run_graphed(self, bucket: int, index: Tensor, frames: Tensor) -> Tensor:
+        k, n = index.numel(), frames.shape[1]
+        got = self._graph(bucket, n)
         if got is None:
-            return self._fn(codes, index.to(self.device), self.states)
-        graph, codes_buf, index_buf, out = got
+            return self._fn(frames, index.to(self.device), self.states)
+        graph, frames_buf, index_buf, out = got
         index_buf.fill_(self.scratch)
         index_buf[:k].copy_(index, non_blocking=True)
-        codes_buf.zero_()
-        codes_buf[:k].copy_(codes)
+        frames_buf.zero_()
+        frames_buf[:k].copy_(frames)
         graph.replay()
         return out[:k].clone()
 
     @torch.inference_mode()
     def step(self, codes: Tensor, exec_mask: Tensor | None = None) -> Tensor:
-        """Whole-pool step (``StreamingDecoder.step`` semantics): slots outside
-        ``exec_mask`` keep their context and get zeros."""
+        """Whole-pool step (``StreamingDecoder.step`` semantics: ``codes[batch_size, G, T]``,
+        the layout of :meth:`NanoCodec.decode`): slots outside ``exec_mask`` keep their
+        context and get zeros."""
         if codes.dim() != 3 or codes.shape[0] != self.batch_size or codes.shape[1] != self.num_codebooks:
             raise ValueError(
                 f"codes must be [{self.batch_size}, {self.num_codebooks}, T], got {tuple(codes.shape)}"
             )
+        frames = codes.transpose(1, 2)  # [B, T, G]: the layout step_slots takes
         if exec_mask is None:
-            return self.step_slots(list(range(self.batch_size)), codes)
+            return self.step_slots(list(range(self.batch_size)), frames)
         run = torch.as_tensor(exec_mask).to("cpu", torch.bool)
         slots = run.nonzero().reshape(-1)
         out = torch.zeros(self.batch_size, codes.shape[-1] * self.samples_per_frame, device=self.device, dtype=self.dtype)
         if slots.numel():
             with self.stream_context():
-                out[slots.to(self.device)] = self.step_slots(slots, codes[slots.to(codes.device)])
+                out[slots.to(self.device)] = self.step_slots(slots, frames[slots.to(frames.device)])
         return out
 
     def stats(self) -> dict[str, object]:

@@ -96,7 +96,7 @@ class StreamingDecoder:
 
         Slots where ``exec_mask`` is False keep their context unchanged and get zeros.
         Codes are not range-checked here (that would force a device sync per step);
-        callers validate them."""
+        callers validate them (the worker does, where frames enter)."""
         if codes.dim() != 3 or codes.shape[0] != self.batch_size or codes.shape[1] != self.num_codebooks:
             raise ValueError(
                 f"codes must be [{self.batch_size}, {self.num_codebooks}, T], got {tuple(codes.shape)}"
@@ -117,19 +117,23 @@ class StreamingDecoder:
         return audio * run[:, None]
 
     @torch.inference_mode()
-    def step_slots(self, slots: Sequence[int] | Tensor, codes: Tensor) -> Tensor:
+    def step_slots(self, slots: Sequence[int] | Tensor, frames: Tensor) -> Tensor:
         """Decode the next ``T`` frames of the listed (distinct) slots only:
-        ``codes[len(slots), G, T]`` -> ``audio[len(slots), T * samples_per_frame]``.
-        Other slots are not touched and cost nothing."""
+        ``frames[len(slots), T, G]`` (codes, one row per frame, as
+        :class:`~kanitts.codec.worker.CodecWorker` collects them) ->
+        ``audio[len(slots), T * samples_per_frame]``. Other slots are not touched and cost
+        nothing. Raises ``ValueError`` for a wrong shape or no frames; codes are not
+        range-checked (the worker validates frames where they enter)."""
         index = torch.as_tensor(slots, dtype=torch.long, device=self.device).reshape(-1)
-        if codes.dim() != 3 or codes.shape[0] != index.numel() or codes.shape[1] != self.num_codebooks:
+        if frames.dim() != 3 or frames.shape[0] != index.numel() or frames.shape[2] != self.num_codebooks:
             raise ValueError(
-                f"codes must be [{index.numel()}, {self.num_codebooks}, T], got {tuple(codes.shape)}"
+                f"frames must be [{index.numel()}, T, {self.num_codebooks}], got {tuple(frames.shape)}"
             )
-        if codes.shape[-1] < 1:
+        if frames.shape[1] < 1:
             raise ValueError("a step needs at least one frame")
         stream = StreamState([state.index_select(0, index) for state in self.states])
-        audio = self.codec.decoder(self.codec.dequantize(codes), stream)[:, 0]
+        # The channels-first decoder takes [k, G, T] codes: a view, the one permute here.
+        audio = self.codec.decoder(self.codec.dequantize(frames.transpose(1, 2)), stream)[:, 0]
         for state, new in zip(self.states, stream.updated):
             if new is not None:
                 state.index_copy_(0, index, new)

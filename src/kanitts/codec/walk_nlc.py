@@ -1,5 +1,5 @@
 """The channels-last (``[B, T, C]``) decoder walk that serves
-(:class:`kanitts.codec.fast.FastStreamingDecoder`, ``layout="nlc"``, the default).
+(:class:`kanitts.codec.fast.FastStreamingDecoder`).
 
 Every conv is ``F.conv2d`` on the free 4-D view ``[B, C, 1, T]`` (channels_last strides)
 of the ``[B, T, C]`` input with a bias-free ``[Cout, Cin, 1, K]`` channels_last weight,
@@ -391,16 +391,15 @@ class NlcWalk:
                 return full
         raise AssertionError("a residual layer has at least one chain")
 
-    def _step_fn_nlc(self, codes: Tensor, index: Tensor, states: list[Tensor]) -> Tensor:
-        """Decode ``codes[k, G, T]`` for slots ``index[k]`` over channels-last ``[B, T, C]``
-        activations, committing their contexts."""
+    def _walk(self, frames: Tensor, index: Tensor, states: list[Tensor]) -> Tensor:
+        """Decode ``frames[k, T, G]`` (codes) for slots ``index[k]`` over channels-last
+        ``[B, T, C]`` activations, committing their contexts: ``audio[k, T * samples]``."""
         plan = self._nlc
         assert plan is not None
         ctx = [s.index_select(0, index) for s in states]
         new: list[Tensor | None] = [None] * len(ctx)
-        # Look up with the codes' [B, G, T] view read as [B, T, G]: the latent comes out
-        # [B, T, G, D], already channels-last (no permute of the latent).
-        lat = plan.table[codes.transpose(1, 2)]
+        # Frames come [B, T, G]: the lookup's latent is [B, T, G, D], already channels-last.
+        lat = plan.table[frames]
         b, t, g, d = lat.shape
         x = lat.reshape(b, t, g * d).to(self.dtype)
         if plan.cin_p > plan.cin:

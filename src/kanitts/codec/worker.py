@@ -110,7 +110,7 @@ class CodecWorker:
             # "ops": compile only the fused pointwise pieces (seconds, not minutes) on CUDA;
             # on the CPU the same fused forms run eagerly (no compile at start-up).
             self._pool = FastStreamingDecoder(
-                codec, max_streams, compile="ops" if codec.device.type == "cuda" else False, fused_ops=True
+                codec, max_streams, compile="ops" if codec.device.type == "cuda" else False
             )
         else:
             self._pool = StreamingDecoder(codec, max_streams)
@@ -258,16 +258,25 @@ class CodecWorker:
         self._release(stream)
 
     # ------------------------------------------------------------------ producer side
-    async def _pump(self, stream: _Stream, frames: AsyncIterator[list[list[int]]]) -> None:
+    def _checked(self, batch: list[list[int]]) -> list[list[int]]:
+        """The frames of ``batch`` as fresh lists, each checked against the codec: the one
+        frame check on every path into the codec (the token parser upstream checks the
+        token grammar, not frames). Raises ``ValueError`` for a frame without exactly
+        ``num_codebooks`` codes or with a code outside ``0..codebook_size - 1`` (an
+        out-of-range code would index past the codebook table on the device)."""
         num_codebooks, size = self.codec.num_codebooks, self.codec.codebook_size
+        out = []
+        for frame in batch:
+            codes = list(frame)
+            if len(codes) != num_codebooks or min(codes) < 0 or max(codes) >= size:
+                raise ValueError(f"malformed frame {frame!r}: expected {num_codebooks} codes in 0..{size - 1}")
+            out.append(codes)
+        return out
+
+    async def _pump(self, stream: _Stream, frames: AsyncIterator[list[list[int]]]) -> None:
         try:
             async for batch in frames:
-                for frame in batch:
-                    if len(frame) != num_codebooks or not all(0 <= c < size for c in frame):
-                        raise ValueError(
-                            f"malformed frame {frame!r}: expected {num_codebooks} codes in 0..{size - 1}"
-                        )
-                stream.pending.extend(list(f) for f in batch)
+                stream.pending.extend(self._checked(batch))
                 self._wake.set()
                 while len(stream.pending) >= self.max_pending_frames and not stream.closed:
                     stream.space.clear()
@@ -320,10 +329,9 @@ class CodecWorker:
             results: list[tuple[_Stream, np.ndarray]] = []
             for n, items in groups.items():
                 slots = [stream.slot for stream, _ in items]
-                # [k, T, G] -> [k, G, T]
-                codes = torch.tensor([frames for _, frames in items], dtype=torch.long)
-                codes = codes.permute(0, 2, 1).to(self._pool.device)
-                audio = self._pool.step_slots(slots, codes)
+                # [k, T, G] as collected: the layout step_slots takes (no permute).
+                frames = torch.tensor([frames for _, frames in items], dtype=torch.long)
+                audio = self._pool.step_slots(slots, frames.to(self._pool.device))
                 pcm = audio.float().clamp_(-1.0, 1.0).cpu().numpy()
                 results.extend((stream, pcm[i]) for i, (stream, _) in enumerate(items))
         return results

@@ -1,9 +1,12 @@
-"""The channels-first (``[B, C, T]``) decoder walk of :class:`kanitts.codec.fast.FastStreamingDecoder`
-(``layout="ncl"``): the reference the channels-last walk is checked against, and what the
-codec benchmarks compare it with. Serving uses :mod:`kanitts.codec.walk_nlc`.
+"""The channels-first (``[B, C, T]``) codec walk, for benchmarks and as a test reference.
 
-The walk runs over the codec's own modules; with ``fused_ops`` it uses fusion-friendly
-forms of two pieces:
+Serving decodes with the channels-last walk (:class:`kanitts.codec.fast.FastStreamingDecoder`,
+:mod:`kanitts.codec.walk_nlc`). :class:`NclStreamingDecoder` is the same pool (buckets,
+scratch slot, CUDA graphs, stream) walking the decoder channels-first over the codec's
+own modules, which scripts/codec_gpu_bench.py measures against it and the codec tests
+use as a second reference; :func:`decoder_for_layout` builds either by layout name.
+
+With ``fused_ops`` the walk uses fusion-friendly forms of two pieces:
 
 - half-snake as ONE pointwise expression over all channels
   (``where(c < C/2, x + sin(a x)^2 / (a + 1e-9), leaky_relu(x, 0.01))``, alpha kept in
@@ -17,6 +20,7 @@ Without them the module forwards run (identical to ``StreamingDecoder``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -33,7 +37,14 @@ from kanitts.codec.layers import (
     CausalHiFiGANDecoder,
     ResidualLayer,
 )
+from kanitts.codec.fast import FastStreamingDecoder
 from kanitts.codec.nanocodec import NanoCodec
+
+logger = logging.getLogger(__name__)
+
+#: Decoder walk layouts by name: "ncl" = ``[B, C, T]`` (this module), "nlc" = ``[B, T, C]``
+#: channels-last (the serving walk; the default).
+LAYOUTS = ("ncl", "nlc")
 
 
 def act_cat_ncl(x: Tensor, ctx: Tensor, a: Tensor, inv: Tensor, m: Tensor) -> Tensor:
@@ -56,17 +67,48 @@ def up_pointwise_ncl(full: Tensor, w: Tensor, bias: Tensor) -> Tensor:
 
 
 
-class NclWalk:
-    """The channels-first step (mixed into :class:`~kanitts.codec.fast.FastStreamingDecoder`,
-    which sets these attributes)."""
+class NclStreamingDecoder(FastStreamingDecoder):
+    """:class:`~kanitts.codec.fast.FastStreamingDecoder` walking the decoder channels-first.
 
-    codec: NanoCodec
-    decoder: CausalHiFiGANDecoder
-    dtype: torch.dtype
-    fused_ops: bool
-    ops_compiled: bool
-    _k_act_cat: Callable[..., Any]
-    _k_up: Callable[..., Any]
+    Same constructor, interface and function; ``fused_ops`` (default: on when compiling)
+    picks the fused forms above, ``pad_channels`` is ignored (no padding: reported as 1) and
+    ``act_kernel`` always resolves to ``"compile"`` (there is no Triton kernel for this
+    walk; asking for ``"triton"`` logs a warning). ``compile="ops"`` compiles the two fused
+    pieces (with ``fused_ops``)."""
+
+    layout = "ncl"
+
+    def __init__(self, codec: NanoCodec, batch_size: int, *, fused_ops: bool | None = None, **kw: Any) -> None:
+        self._fused_request = fused_ops
+        super().__init__(codec, batch_size, **kw)
+
+    def _setup_walk(self, compile: bool | str, pad_channels: int) -> list[Tensor]:
+        """Fused forms and compiled pieces; the state pool is ``[slots + 1, C, L]`` per layer."""
+        fused = self._fused_request
+        self.fused_ops = bool(compile) if fused is None else bool(fused)
+        self.pad_channels = 1
+        self.ops_compiled = compile == "ops" and self.fused_ops
+        self._prepare_fused()
+        self._k_act_cat: Callable[..., Any] = act_cat_ncl
+        self._k_up: Callable[..., Any] = up_pointwise_ncl
+        if self.ops_compiled:
+            self._k_act_cat = torch.compile(act_cat_ncl, dynamic=True)
+            self._k_up = torch.compile(up_pointwise_ncl, dynamic=True)
+        return [
+            torch.zeros(self.batch_size + 1, c, length, device=self.device, dtype=self.dtype)
+            for c, length in self.decoder.context_shapes()
+        ]
+
+    def _smallest_bucket(self) -> int:
+        """The fused pieces compile with dynamic shapes: only a whole-step compile
+        specialises on size 1."""
+        return 2 if self.compiled else 1
+
+    def _resolve_act_kernel(self, requested: str, is_cuda: bool) -> str:
+        if requested == "triton":
+            logger.warning("act_kernel='triton' unavailable (the ncl walk has no Triton kernel): "
+                           "using the compiled functions")
+        return "compile"
 
     def _prepare_fused(self) -> None:
         """Give every snake/half-snake activation float32 ``alpha``, ``1/(alpha+eps)`` and
@@ -146,12 +188,12 @@ class NclWalk:
         assert total is not None
         return total / len(layer.res_blocks)
 
-    def _step_fn(self, codes: Tensor, index: Tensor, states: list[Tensor]) -> Tensor:
-        """Decode ``codes[k, G, T]`` for slots ``index[k]``, committing their contexts."""
+    def _walk(self, frames: Tensor, index: Tensor, states: list[Tensor]) -> Tensor:
+        """Decode ``frames[k, T, G]`` for slots ``index[k]``, committing their contexts."""
         ctx = [s.index_select(0, index) for s in states]
         new: list[Tensor | None] = [None] * len(ctx)
         dec = self.decoder
-        x = self.codec.dequantizer(codes).to(self.dtype)
+        x = self.codec.dequantizer(frames.transpose(1, 2)).to(self.dtype)
         out = self._conv(dec.pre_conv, x, ctx, new)
         for act, up, res in zip(dec.activations, dec.up_sample_conv_layers, dec.res_layers):
             out = self._res(res, self._up(up, self._act(act, out), ctx, new), ctx, new)
@@ -161,3 +203,22 @@ class NclWalk:
             if n is not None:
                 s.index_copy_(0, index, n)
         return out[:, 0]
+
+
+def decoder_for_layout(
+    codec: NanoCodec,
+    batch_size: int,
+    *,
+    layout: str | None = None,
+    fused_ops: bool | None = None,
+    **kw: Any,
+) -> FastStreamingDecoder:
+    """The pool that walks ``layout`` (:data:`LAYOUTS`; ``None`` = "nlc", the serving
+    walk) with the constructor arguments ``kw``; ``fused_ops`` applies to "ncl" only (the
+    nlc walk is always fused). Raises ``ValueError`` for an unknown layout."""
+    layout = "nlc" if layout is None else layout
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "ncl":
+        return NclStreamingDecoder(codec, batch_size, fused_ops=fused_ops, **kw)
+    return FastStreamingDecoder(codec, batch_size, **kw)
