@@ -174,6 +174,7 @@ def create_app(
             max_chunk_seconds=body.max_chunk_duration,
             silence_duration=body.silence_duration,
             normalize=body.normalize,
+            lexicon=body.lexicon,
         )
         if body.min_tokens is not None:
             opts.length_bound = False

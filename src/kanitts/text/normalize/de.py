@@ -191,7 +191,7 @@ class German(Language):
                 half = {"f": "eine halbe", "m": "ein halber", "n": "ein halbes"}[g]
                 return f"{half} {unit[0]}" if unit else half
             return "ein halb"
-        den = "Halbe" if d == 2 else "Drittel" if d == 3 else self.ordinal(d)[:-1].capitalize() + "tel"
+        den = "Halbe" if d == 2 else "Drittel" if d == 3 else self.ordinal(d).capitalize() + "l"
         frac = f"{'ein' if n == 1 else self.cardinal(str(n))} {den}"
         if whole:
             frac = f"{self.cardinal(whole)} und {frac}"
@@ -213,6 +213,8 @@ class German(Language):
                 lambda m: self.date_words(None, int(m.group(2)), int(m.group(1)), m) + (
                     "." if m.end() == len(m.string) else ""))
         elif stage == "numbers":
+            add(r"(?<=[a-zäöüß])str\.(?= ?\d)", lambda m: "straße")
+
             def ordinal(m: re.Match[str]) -> str:
                 return inflect_ordinal(self.ordinal(int(m.group(1))), word_before(m))
 

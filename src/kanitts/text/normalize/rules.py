@@ -12,7 +12,15 @@ from functools import lru_cache
 from typing import Callable
 
 from kanitts.text.normalize import numbers
-from kanitts.text.normalize.base import Language, Rule, pad, roman_value, sentence_follows, word_after
+from kanitts.text.normalize.base import (
+    Language,
+    Rule,
+    pad,
+    roman_value,
+    sentence_follows,
+    word_after,
+    word_before,
+)
 
 TLDS = ("com|org|net|edu|gov|io|ai|es|mx|ar|co|cl|pe|uk|de|at|ch|fr|it|info|dev|app|tv|me|us|"
         "ca|au|eu|ly|gg|xyz")
@@ -95,6 +103,9 @@ def rules_for(L: Language) -> list[Rule]:
     add(r"(?<![\w.,])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?::(\d{1,5}))?(?![\w]|[.,]\d)", ip)
     add(r"(?<![\w.@/\-])(localhost|[A-Za-z][\w\-]*(?:\.[\w\-]+)*):(\d{1,5})\b(?![.,:]\d)",
         lambda m: pad(m, f"{read_address(m.group(1), L)} {W['port']} {numbers.pairs(m.group(2), L.code)}"))
+
+    add(r"\b(?i:(" + W["port"] + r")) (\d{2,5})\b(?![.,]\d)",
+        lambda m: f"{m.group(1)} {numbers.pairs(m.group(2), L.code)}")
 
     # --- phone numbers ----------------------------------------------------------------
     def phone_groups(s: str) -> str:
@@ -225,8 +236,11 @@ def rules_for(L: Language) -> list[Rule]:
 
     # --- versions and dotted numbers --------------------------------------------------
     point = W["point"]
-    add(r"(?<![\w.])[vV](\d+(?:\.\d+)+)\b(?!\.\d)",
-        lambda m: pad(m, f"{W['version']} " + f" {point} ".join(L.cardinal(p) for p in m.group(1).split("."))))
+    def version(m: re.Match[str]) -> str:
+        words = f" {point} ".join(L.cardinal(p) for p in m.group(1).split("."))
+        return pad(m, words if word_before(m) in ("version", "versión") else f"{W['version']} {words}")
+
+    add(r"(?<![\w.])[vV](\d+(?:\.\d+)+)\b(?!\.\d)", version)
     add(r"(?<![\w.,])(?!" + NUM + r"(?![\w]|[.,]\d))\d+(?:\.\d+){2,}(?![\w]|\.\d)",
         lambda m: f" {point} ".join(L.cardinal(p) for p in m.group(0).split(".")))
     add(r"(?<=\d) ?[x×] ?(?=\d)", lambda m: f" {W['by']} ")
