@@ -161,6 +161,10 @@ class Language:
         nxt = word_after(m)
         return self.read_num(num, noun=nxt if nxt and self.is_counted_noun(nxt) else None)
 
+    def ends_sentence(self, m: re.Match[str]) -> bool:
+        """Whether the dot of an abbreviation at ``m`` also ends the sentence."""
+        return sentence_follows(m)
+
     # -- readings each language defines ----------------------------------------------
     def time_words(self, h: int, mi: int, sec: int | None, ap: str | None) -> str:
         raise NotImplementedError
@@ -201,7 +205,7 @@ class Language:
     def fraction(self, whole: str | None, n: int, d: int, noun: str | None) -> str:
         raise NotImplementedError
 
-    def roman(self, value: int, regnal: bool) -> str:
+    def roman(self, value: int, regnal: bool, name: str = "") -> str:
         """A Roman numeral after a name ("Henry VIII", regnal) or a noun ("Chapter IV")."""
         raise NotImplementedError
 

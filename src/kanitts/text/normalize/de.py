@@ -65,6 +65,9 @@ _MASC = frozenset("euro dollar cent kilometer meter liter grad löffel teelöffe
                   "becher rappen franken yen".split())
 _NEUTER = frozenset("kilogramm gramm pfund jahr prozent kilo glas stück mal".split())
 _NOT_NOUNS = frozenset("Die Der Das Ich Sie Er Es Wir Ihr Und Oder Aber Uhr".split())
+_SENTENCE_OPENERS = frozenset("Der Die Das Dann Er Sie Es Ich Wir Ihr Man Aber Und Doch Heute Morgen Danach "
+                              "Im Am In Auf Mit Wenn Als Da So Auch Nun Jetzt Hier Dort Ein Eine Dies Diese "
+                              "Dieser Dieses Damit Deshalb Trotzdem Später".split())
 _ORD_INFLECT_N = frozenset("am im vom zum beim dem den des ab seit bis zur ins vor nach".split())
 _ORD_ARTICLE = frozenset("der die das".split())
 _ORD_NOUNS = ("Jahrhundert|Jahrhunderts|Platz|Stock|Etage|Klasse|Mal|Tag|Kapitel|Auflage|Runde|Liga|"
@@ -121,6 +124,14 @@ class German(Language):
                                   "staffel folge episode artikel".split())
     regnal_names = frozenset("Heinrich Karl Ludwig Friedrich Wilhelm Otto Elisabeth Franz Leo Pius Johannes "
                              "Paul Benedikt Gregor Georg Maria Katharina Peter Joseph Maximilian".split())
+
+    def ends_sentence(self, m: re.Match[str]) -> bool:
+        # German nouns are capitalised: only a sentence-opening word after the dot ends it
+        rest = m.string[m.end():]
+        if not rest.strip() or rest.startswith("\n"):
+            return True
+        nxt = re.match(r"\s+([A-ZÄÖÜ]\w*)", rest)
+        return bool(nxt) and nxt.group(1) in _SENTENCE_OPENERS
 
     def parse_num(self, s: str) -> Num:
         if re.fullmatch(r"\d{1,3}(?:[.']\d{3})+(?:,\d+)?", s):
@@ -197,18 +208,21 @@ class German(Language):
             frac = f"{self.cardinal(whole)} und {frac}"
         return f"{frac} {unit[1] if whole else unit[0]}" if unit else frac
 
-    def roman(self, value: int, regnal: bool) -> str:
+    def roman(self, value: int, regnal: bool, name: str = "") -> str:
         return f"der {self.ordinal(value).capitalize()}" if regnal else self.cardinal(str(value))
 
     def extra_rules(self, add: AddRule, stage: str) -> None:
         if stage == "phones":
-            add(r"(?<![\w.,])0\d{2,4}(?:[ /\-]\d{2,8})+(?![\w]|[.,]\d)",
+            add(r"(?<![\w.,])0[1-9]\d{1,3}(?:[ /\-]\d{2,8})+(?![\w]|[.,]\d)",
                 lambda m: ", ".join(self.digits(g) for g in re.findall(r"\d+", m.group(0))))
             add(r"(?<=, )(\d{5})(?= [A-ZÄÖÜ][a-zäöüß]+)", lambda m: self.digits(m.group(1)))
         elif stage == "dates":
             month_alt = "|".join(sorted(self.month_lookup, key=len, reverse=True))
-            add(r"(?<![\w.,])(\d{1,2})\. ?(" + month_alt + r")\b\.?(?: (\d{4})\b)?",
-                lambda m: self.date_words(m.group(3), self.month_lookup[m.group(2)], int(m.group(1)), m))
+            def day_month(m: re.Match[str]) -> str:
+                out = self.date_words(m.group(3), self.month_lookup[m.group(2)], int(m.group(1)), m)
+                return out + "." if m.group(0).endswith(".") and m.group(2) in MONTHS else out
+
+            add(r"(?<![\w.,])(\d{1,2})\. ?(" + month_alt + r")\b\.?(?: (\d{4})\b)?", day_month)
             add(r"(?<![\w.,])(\d{1,2})\.(\d{1,2})\.(?!\d)",
                 lambda m: self.date_words(None, int(m.group(2)), int(m.group(1)), m) + (
                     "." if m.end() == len(m.string) else ""))
@@ -218,7 +232,7 @@ class German(Language):
             def ordinal(m: re.Match[str]) -> str:
                 return inflect_ordinal(self.ordinal(int(m.group(1))), word_before(m))
 
-            add(r"(?<![\w.,])(\d{1,3})\.(?= ?(?:" + _ORD_NOUNS + r")\b)", ordinal)
+            add(r"(?<![\w.,])(\d{1,3})\.(?= ?(?:" + _ORD_NOUNS + r")\b| [a-zäöüß])", ordinal)
             add(r"\b([Dd]er|[Dd]ie|[Dd]as|den|dem|des|[Aa]m|[Ii]m|[Zz]um|[Vv]om|[Bb]eim|[Zz]ur) (\d{1,3})\.(?= [A-ZÄÖÜ])",
                 lambda m: f"{m.group(1)} {inflect_ordinal(self.ordinal(int(m.group(2))), m.group(1).lower())}")
 

@@ -85,9 +85,9 @@ class English(Language):
         "JPY": ("yen", "yen", None, None, False),
         "CHF": ("Swiss franc", "Swiss francs", "centime", "centimes", False),
     }
-    magnitude_re = r"thousand|million|billion|trillion|k|K|m|M|bn|BN"
+    magnitude_re = r"thousand|million|billion|trillion|k|K|m|M|bn|BN|B"
     magnitude_words = {"k": "thousand", "K": "thousand", "m": "million", "M": "million",
-                       "bn": "billion", "BN": "billion"}
+                       "bn": "billion", "BN": "billion", "B": "billion"}
     units = {k: (s, p, False) for k, (s, p) in _UNITS.items()}
     abbreviations = _ABBR
     symbols = {"&": "and", "+": "plus", "=": "equals", "%": "percent", "@": "at", "~": "about",
@@ -160,7 +160,7 @@ class English(Language):
             return f"half a {noun[0]}" if (n, d) == (1, 2) else f"{frac} of a {noun[0]}"
         return frac
 
-    def roman(self, value: int, regnal: bool) -> str:
+    def roman(self, value: int, regnal: bool, name: str = "") -> str:
         return f"the {self.ordinal(value).capitalize()}" if regnal else self.cardinal(str(value))
 
     def extra_rules(self, add: AddRule, stage: str) -> None:

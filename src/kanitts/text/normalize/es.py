@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from kanitts.text.normalize.base import AddRule, Language, Num
+from kanitts.text.normalize.base import AddRule, Language, Num, word_after
 
 MONTHS = ("enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto", "septiembre",
           "octubre", "noviembre", "diciembre")
@@ -68,7 +68,12 @@ _FUNCTION_WORDS = frozenset(
 _MASC_A = frozenset(
     "día días mapa mapas problema problemas programa programas sistema sistemas tema temas idioma "
     "idiomas clima planeta planetas sofá sofás poema poemas dilema dilemas".split())
-_FEM_O = frozenset("mano manos foto fotos moto motos radio".split())
+_FEM_OTHER = frozenset(
+    "mano manos foto fotos moto motos radio noche noches calle calles gente parte partes clase clases "
+    "llave llaves leche nave naves carne fuente fuentes mente muerte suerte tarde tardes torre torres "
+    "imagen imágenes red redes ley leyes vez veces flor flores sal miel piel luz luces voz voces cruz "
+    "paz nariz".split())
+_FEMALE_NAMES = frozenset("Isabel María Juana Catalina Cristina Victoria Ana Leonor Urraca Berenguela".split())
 _ORD_DENOM = {3: "tercio", 4: "cuarto", 5: "quinto", 6: "sexto", 7: "séptimo", 8: "octavo", 9: "noveno",
               10: "décimo"}
 
@@ -78,7 +83,7 @@ def is_feminine(noun: str) -> bool:
     noun = noun.lower()
     if noun in _MASC_A:
         return False
-    if noun in _FEM_O:
+    if noun in _FEM_OTHER:
         return True
     return bool(re.search(r"(a|as|ción|ciones|sión|siones|dad|dades|tad|tades|tud|tudes|ez)$", noun))
 
@@ -125,6 +130,8 @@ class Spanish(Language):
              "by": "por", "and": "con", "dot": "punto", "port": "puerto", "plus": "más", "score": "a",
              "version": "versión", "time_cue": "a las|a la|las|hasta las|desde las"}
     year_cues = frozenset("en desde hasta año del de antes después hacia".split()) | frozenset(MONTHS)
+    regnal_names = frozenset("Carlos Felipe Fernando Alfonso Isabel Juan Pablo Luis Enrique Pedro Jaime Sancho "
+                             "Benedicto Pío León Gregorio Juana".split())
     roman_count_nouns = frozenset(
         "siglo siglos capítulo tomo volumen parte acto escena libro guerra fase tipo nivel temporada "
         "episodio edición artículo título".split())
@@ -224,12 +231,15 @@ class Spanish(Language):
             return f"{frac} {unit[0]}" if unit else frac
         return f"{frac} de {unit[0]}" if unit else f"{frac} de"
 
-    def roman(self, value: int, regnal: bool) -> str:
-        return self.ordinal(value) if regnal and value <= 10 else self.cardinal(str(value))
+    def roman(self, value: int, regnal: bool, name: str = "") -> str:
+        if regnal and value <= 10:
+            words = self.ordinal(value)
+            return re.sub(r"o\b", "a", words) if name in _FEMALE_NAMES else words
+        return self.cardinal(str(value))
 
     def extra_rules(self, add: AddRule, stage: str) -> None:
         if stage == "phones":
-            add(r"(?<![\w.,])[6789]\d{2}(?: \d{3} \d{3}| \d{2} \d{2} \d{2})(?![\w]|[.,]\d)",
+            add(r"(?<![\w.,])(?:[6789]\d{2}(?: \d{3} \d{3}| \d{2} \d{2} \d{2})|9\d \d{3} \d{2} \d{2})(?![\w]|[.,]\d)",
                 lambda m: ", ".join(self.digits(g) for g in m.group(0).split()))
             add(r"(?<=, )(\d{5})(?= [A-ZÁÉÍÓÚ][a-záéíóúñ]+)", lambda m: self.digits(m.group(1)))
             add(r"\b(C\.P\.|CP) (\d{5})\b", lambda m: f"código postal {self.digits(m.group(2))}")
@@ -237,15 +247,16 @@ class Spanish(Language):
             def ordinal(m: re.Match[str]) -> str:
                 words = self.ordinal(int(m.group(1).replace(".", "")))
                 suf = m.group(2)
-                if suf in ("ª", "a", "ra"):
+                if suf in ("ª", "a", "ra", "as"):
                     words = re.sub(r"o\b", "a", words)
-                elif suf == "er":
+                elif suf == "er" or (suf in ("º", "o") and self.is_counted_noun(word_after(m))
+                                     and not is_feminine(word_after(m))):
                     words = re.sub(r"(primero|tercero)$", lambda x: x.group(1)[:-1], words)
-                if m.group(3):
+                if m.group(3) or suf in ("os", "as"):
                     words = re.sub(r"([oa])\b", r"\1s", words)
                 return words
 
-            add(r"(?<![\w.,])(\d{1,3}(?:\.\d{3})+|\d+)\.?(º|ª|er|ra|ro)(s)?(?!\w)", ordinal)
+            add(r"(?<![\w.,])(\d{1,3}(?:\.\d{3})+|\d+)\.?(º|ª|er|ra|ro|os|as)(s)?(?!\w)", ordinal)
 
 
 LANGUAGE = Spanish()

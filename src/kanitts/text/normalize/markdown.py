@@ -45,6 +45,9 @@ _UNDER_EM_RE = re.compile(r"(?<![\w_])_(?=[^\s_])(.+?)(?<=[^\s_])_(?![\w_])")
 _STRIKE_RE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
 _BR_RE = re.compile(r"<br\s*/?>", re.I)
 _ESCAPE_RE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|>~])")
+#: escaped markdown characters wait as Private Use characters (input never holds them)
+_ESCAPED = 0xE000
+_ESCAPED_RE = re.compile("[\ue000-\ue07f]")
 _COMMENT_RE = re.compile(r"<!--.*?-->", re.S)
 #: Characters whose presence means the text may hold markdown.
 _MARKERS = re.compile(r"[#*_`\[\]|>~\\]|^[ \t]*(?:[-+•]|\d{1,3}[.)])[ \t]|^ {0,3}(?:-{3,}|={3,})", re.M)
@@ -102,13 +105,14 @@ def strip_markdown(text: str, lang: str = "en", code_blocks: str = "summarize") 
     text = _LINK_RE.sub(lambda m: m.group(1), text)
     text = _AUTOLINK_RE.sub(lambda m: m.group(1), text)
     text = _FOOTNOTE_RE.sub("", text)
+    text = _ESCAPE_RE.sub(lambda m: chr(_ESCAPED + ord(m.group(1))), text)
     text = _CODE_SPAN_RE.sub(lambda m: m.group(2).strip(), text)
     for _ in range(2):  # nested emphasis: ***x*** or **_x_**
         text = _BOLD_RE.sub(lambda m: m.group(2), text)
         text = _STAR_EM_RE.sub(lambda m: m.group(1), text)
         text = _UNDER_EM_RE.sub(lambda m: m.group(1), text)
     text = _STRIKE_RE.sub(lambda m: m.group(1), text)
-    return _ESCAPE_RE.sub(lambda m: m.group(1), text)
+    return _ESCAPED_RE.sub(lambda m: chr(ord(m.group(0)) - _ESCAPED), text)
 
 
 def _mark_list_items(text: str) -> str:

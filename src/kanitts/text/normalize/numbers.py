@@ -65,7 +65,7 @@ def pairs(digit_str: str, lang: str) -> str:
     """A 3-4 digit code read in pairs the way English speakers do: 8080 -> "eighty eighty"."""
     if lang == "en" and 3 <= len(digit_str) <= 4 and digit_str[0] != "0":
         n = int(digit_str)
-        if n % 100 == 0 and len(digit_str) == 4:
+        if n % 1000 == 0:
             return cardinal(digit_str, lang)
         head, tail = digit_str[:-2], digit_str[-2:]
         tail_w = "hundred" if tail == "00" else (

@@ -162,6 +162,12 @@ def rules_for(L: Language) -> list[Rule]:
     # --- currency ---------------------------------------------------------------------
     mag = L.magnitude_re
     pre = r"(US\$|\$|€|£|¥|(?:USD|EUR|GBP|JPY|CHF) ?)"
+    add(r"(?<![\w.,])" + pre + r" ?(" + NUM + r") ?[-–] ?(?:\1)? ?(" + NUM + r")(?:\s?(" + mag + r")(?!\w))?"
+        r"(?![\d]|[.,]\d)",
+        lambda m: pad(m, f"{L.read_str(m.group(2))} {W['to']} {L.money('', m.group(1).strip(), m.group(3), m.group(4))}"))
+    add(r"(?<![\w.,])(" + NUM + r") ?[-–] ?(" + NUM + r")(?:\s?(" + mag + r")(?!\w))? ?(US\$|€|\$|£|¥|USD|EUR|GBP|JPY|CHF)"
+        r"(?![\w$€£¥])",
+        lambda m: pad(m, f"{L.read_str(m.group(1))} {W['to']} {L.money('', m.group(4), m.group(2), m.group(3))}"))
     add(r"(?<![\w.,])([\-−]?)" + pre + r" ?(" + NUM + r")(?:\s?(" + mag + r")(?!\w))?(?![\d]|[.,]\d)",
         lambda m: pad(m, L.money(m.group(1), m.group(2).strip(), m.group(3), m.group(4))))
     add(r"(?<![\w.,])([\-−]?)(" + NUM + r")(?:\s?(" + mag + r")(?!\w))? ?(US\$|€|\$|£|¥|USD|EUR|GBP|JPY|CHF)"
@@ -210,7 +216,7 @@ def rules_for(L: Language) -> list[Rule]:
 
     def abbr(m: re.Match[str]) -> str:
         word, may_end = abbrs[m.group(1)]
-        if may_end and sentence_follows(m):
+        if may_end and L.ends_sentence(m):
             word += "."
         return pad(m, word)
 
@@ -227,7 +233,7 @@ def rules_for(L: Language) -> list[Rule]:
             return None
         if not count and not word[:1].isupper():
             return None
-        out = f"{word} {L.roman(value, regnal=not count)}"
+        out = f"{word} {L.roman(value, regnal=not count, name=word)}"
         if dot:
             out += "." if (sentence_follows(m) or not (L.code == "de" and not count)) else ""
         return out

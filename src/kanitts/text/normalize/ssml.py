@@ -25,6 +25,8 @@ Protect = Callable[[str], str]
 _ATTR_RE = re.compile(r"""([\w-]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 _PAIR_RE = re.compile(r"<(sub|say-as)\b([^<>]*)>([^<>]*)</\1\s*>", re.I)
 _IGNORED_RE = re.compile(r"</?(?:emphasis|prosody|speak|voice|lang|mark|audio)\b[^<>]*/?>", re.I)
+_UNPAIRED_RE = re.compile(r"</?(?:sub|say-as)\b[^<>]*>", re.I)
+_OTHER_TAG_RE = re.compile(r"</?[A-Za-z][\w:-]*\b[^<>]{0,200}>")
 _P_RE = re.compile(r"</?p\b[^<>]*>", re.I)
 _S_CLOSE_RE = re.compile(r"</s\s*>", re.I)
 _S_OPEN_RE = re.compile(r"<s\b[^<>]*>", re.I)
@@ -70,8 +72,10 @@ def say_as(kind: str, content: str, attrs: dict[str, str], L: Language | None) -
         groups = re.findall(r"\d+", text)
         if not groups:
             return None
-        head = f"{L.words['plus']} " if text.startswith("+") else ""
-        return head + ", ".join(L.digits(g) for g in groups)
+        if text.startswith("+"):
+            head = f"{L.words['plus']} {L.cardinal(groups[0])}"
+            return ", ".join([head] + [L.digits(g) for g in groups[1:]])
+        return ", ".join(L.digits(g) for g in groups)
     if kind == "date":
         parts = [int(p) for p in re.findall(r"\d+", text)]
         fmt = attrs.get("format", "").lower()
@@ -113,9 +117,11 @@ def apply_ssml(text: str, L: Language | None, protect: Protect) -> str:
 
     text = _IGNORED_RE.sub("", text)
     text = _PAIR_RE.sub(pair, text)
+    text = _UNPAIRED_RE.sub("", text)
     text = _P_RE.sub("\n\n", text)
     text = _S_OPEN_RE.sub("", text)
-    return _S_CLOSE_RE.sub(lambda m: _end_sentence(m), text)
+    text = _S_CLOSE_RE.sub(lambda m: _end_sentence(m), text)
+    return _OTHER_TAG_RE.sub(lambda m: protect(m.group(0)), text)
 
 
 def _end_sentence(m: re.Match[str]) -> str:
