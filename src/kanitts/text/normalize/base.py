@@ -21,6 +21,7 @@ AddRule = Callable[..., None]
 CURRENCY_CODES = {"US$": "USD_US", "$": "USD", "€": "EUR", "£": "GBP", "¥": "JPY", "USD": "USD",
                   "EUR": "EUR", "GBP": "GBP", "JPY": "JPY", "CHF": "CHF"}
 
+_SENTENCE_NEXT_RE = re.compile(r"\s*$|\s+[\"'(¿¡]?[A-ZÁÉÍÓÚÑÄÖÜ]|\n")
 _WORD_AFTER_RE = re.compile(r"\s+([^\W\d_]+)")
 _WORD_BEFORE_RE = re.compile(r"([^\W\d_]+)\W{0,2}\s*$")
 
@@ -52,8 +53,9 @@ def word_after(m: re.Match[str]) -> str:
 
 
 def word_before(m: re.Match[str]) -> str:
-    """The word right before a match (lower-cased)."""
-    prev = _WORD_BEFORE_RE.search(m.string, 0, m.start()) if m.start() else None
+    """The word right before a match (lower-cased); looks back at most 40 characters."""
+    start = m.start()
+    prev = _WORD_BEFORE_RE.search(m.string[max(0, start - 40):start]) if start else None
     return prev.group(1).lower() if prev else ""
 
 
@@ -71,8 +73,7 @@ def pad(m: re.Match[str], words: str) -> str:
 
 def sentence_follows(m: re.Match[str]) -> bool:
     """True when the match ends a sentence ("... p.m. Then"): its final dot is kept."""
-    rest = m.string[m.end():]
-    return not rest.strip() or bool(re.match(r"\s+[\"'(¿¡]?[A-ZÁÉÍÓÚÑÄÖÜ]", rest)) or rest.startswith("\n")
+    return bool(_SENTENCE_NEXT_RE.match(m.string, m.end()))
 
 
 class Language:
@@ -80,7 +81,7 @@ class Language:
 
     code = "en"
     #: Thousands grouping and decimals: regex of one written number (grouped form first).
-    num_re = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,3}(?: \d{3})+(?![\d])|\d+(?:\.\d+)?"
+    num_re = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,3}(?: \d{3}){1,4}(?![\d])|\d+(?:\.\d+)?"
     months: tuple[str, ...] = ()
     #: Written month names and abbreviations -> month number (for "March 15", "15. März").
     month_lookup: dict[str, int] = {}

@@ -68,6 +68,7 @@ _NOT_NOUNS = frozenset("Die Der Das Ich Sie Er Es Wir Ihr Und Oder Aber Uhr".spl
 _SENTENCE_OPENERS = frozenset("Der Die Das Dann Er Sie Es Ich Wir Ihr Man Aber Und Doch Heute Morgen Danach "
                               "Im Am In Auf Mit Wenn Als Da So Auch Nun Jetzt Hier Dort Ein Eine Dies Diese "
                               "Dieser Dieses Damit Deshalb Trotzdem Später".split())
+_NEXT_WORD_RE = re.compile(r"\s+([A-ZÄÖÜ]\w*)")
 _ORD_INFLECT_N = frozenset("am im vom zum beim dem den des ab seit bis zur ins vor nach".split())
 _ORD_ARTICLE = frozenset("der die das".split())
 _ORD_NOUNS = ("Jahrhundert|Jahrhunderts|Platz|Stock|Etage|Klasse|Mal|Tag|Kapitel|Auflage|Runde|Liga|"
@@ -95,7 +96,7 @@ def inflect_ordinal(words: str, prev: str) -> str:
 
 class German(Language):
     code = "de"
-    num_re = (r"\d{1,3}(?:\.\d{3})+(?:,\d+)?|\d{1,3}(?:'\d{3})+(?:,\d+)?|\d{1,3}(?: \d{3}){2,}(?![\d])"
+    num_re = (r"\d{1,3}(?:\.\d{3})+(?:,\d+)?|\d{1,3}(?:'\d{3})+(?:,\d+)?|\d{1,3}(?: \d{3}){2,4}(?![\d])"
               r"|\d+(?:[.,]\d+)?")
     months = MONTHS
     month_lookup = {name: i + 1 for i, name in enumerate(MONTHS)} | _MONTH_ABBR
@@ -127,10 +128,9 @@ class German(Language):
 
     def ends_sentence(self, m: re.Match[str]) -> bool:
         # German nouns are capitalised: only a sentence-opening word after the dot ends it
-        rest = m.string[m.end():]
-        if not rest.strip() or rest.startswith("\n"):
+        if re.compile(r"\s*$|\n").match(m.string, m.end()):
             return True
-        nxt = re.match(r"\s+([A-ZÄÖÜ]\w*)", rest)
+        nxt = _NEXT_WORD_RE.match(m.string, m.end())
         return bool(nxt) and nxt.group(1) in _SENTENCE_OPENERS
 
     def parse_num(self, s: str) -> Num:

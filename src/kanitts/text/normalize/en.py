@@ -199,8 +199,8 @@ class English(Language):
             add(r"\b(No|no|Nos|nos)\.(?= ?\d)", lambda m: "number" if m.group(1) in ("No", "no") else "numbers")
 
             def saint_or_street(m: re.Match[str]) -> str:
-                nxt = m.string[m.end():]
-                prev = m.string[: m.start()].rstrip().rsplit(" ", 1)[-1]
+                nxt = m.string[m.end():m.end() + 3]
+                prev = m.string[max(0, m.start() - 40): m.start()].rstrip().rsplit(" ", 1)[-1]
                 street = prev[:1].isupper() or not re.match(r" ?[A-Z]", nxt)
                 word = "Street" if street else "Saint"
                 return pad(m, word + "." if street and sentence_follows(m) else word)

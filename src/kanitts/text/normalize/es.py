@@ -106,7 +106,7 @@ def _feminine(words: str) -> str:
 
 class Spanish(Language):
     code = "es"
-    num_re = r"\d{1,3}(?:\.\d{3})+(?:,\d+)?|\d{1,3}(?: \d{3}){2,}(?![\d])|\d+(?:[.,]\d+)?"
+    num_re = r"\d{1,3}(?:\.\d{3})+(?:,\d+)?|\d{1,3}(?: \d{3}){2,4}(?![\d])|\d+(?:[.,]\d+)?"
     months = MONTHS
     month_lookup = {name: i + 1 for i, name in enumerate(MONTHS)}
     currencies = {

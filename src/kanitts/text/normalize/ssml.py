@@ -23,13 +23,13 @@ from kanitts.text.normalize.base import Language
 Protect = Callable[[str], str]
 
 _ATTR_RE = re.compile(r"""([\w-]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
-_PAIR_RE = re.compile(r"<(sub|say-as)\b([^<>]*)>([^<>]*)</\1\s*>", re.I)
-_IGNORED_RE = re.compile(r"</?(?:emphasis|prosody|speak|voice|lang|mark|audio)\b[^<>]*/?>", re.I)
-_UNPAIRED_RE = re.compile(r"</?(?:sub|say-as)\b[^<>]*>", re.I)
+_PAIR_RE = re.compile(r"<(sub|say-as)\b([^<>]{0,300})>([^<>]{0,500})</\1\s*>", re.I)
+_IGNORED_RE = re.compile(r"</?(?:emphasis|prosody|speak|voice|lang|mark|audio)\b[^<>]{0,300}>", re.I)
+_UNPAIRED_RE = re.compile(r"</?(?:sub|say-as)\b[^<>]{0,300}>", re.I)
 _OTHER_TAG_RE = re.compile(r"</?[A-Za-z][\w:-]*\b[^<>]{0,200}>")
-_P_RE = re.compile(r"</?p\b[^<>]*>", re.I)
+_P_RE = re.compile(r"</?p\b[^<>]{0,300}>", re.I)
 _S_CLOSE_RE = re.compile(r"</s\s*>", re.I)
-_S_OPEN_RE = re.compile(r"<s\b[^<>]*>", re.I)
+_S_OPEN_RE = re.compile(r"<s\b[^<>]{0,300}>", re.I)
 
 
 def _attrs(s: str) -> dict[str, str]:
@@ -125,5 +125,5 @@ def apply_ssml(text: str, L: Language | None, protect: Protect) -> str:
 
 
 def _end_sentence(m: re.Match[str]) -> str:
-    before = m.string[: m.start()].rstrip()
+    before = m.string[max(0, m.start() - 8): m.start()].rstrip()
     return " " if before[-1:] in ".!?…" else ". "
