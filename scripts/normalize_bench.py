@@ -30,6 +30,16 @@ LANGS = ("en", "es", "de")
 logger = logging.getLogger("normalize_bench")
 
 
+#: The inputs of issue 16's table (what each system reads them as is printed with --table).
+ISSUE_ROWS = [
+    ("en", "There were 1234 people."), ("en", "Add 1/2 cup of flour."), ("en", "Add 3/4 cup."),
+    ("es", "Añade 1/2 taza."), ("es", "Hay 10.000.000 de habitantes."), ("en", "It's 1.59 p.m."),
+    ("en", "We meet at 3.30pm today."), ("en", "### Heading\nRead [link](https://x.y) and `code`."),
+    ("es", "Hay 1000000 habitantes"), ("es", "Cuesta $1.500."), ("en", "Call +1 555 123 4567."),
+    ("en", "Call 555.123.4567."), ("en", "Open localhost:8080."), ("en", "Ping 192.168.1.1 now."),
+]
+
+
 def load(lang: str) -> list[tuple[str, str]]:
     rows = []
     for line in (CORPUS / f"{lang}.tsv").read_text(encoding="utf-8").splitlines():
@@ -88,6 +98,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=20, help="timed passes over each corpus (default 20)")
     ap.add_argument("--nemo-repeat", type=int, default=1, help="timed passes for nemo-text-processing")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--langs", default=",".join(LANGS), help="comma-separated subset of en,es,de")
+    ap.add_argument("--table", action="store_true", help="also print each system's reading of issue 16's table")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -101,7 +113,9 @@ def main() -> None:
     header = (f"{'lang':4} {'system':20} {'right':>9} {'share':>7} {'median ms':>10} {'p99 ms':>8} "
               f"{'cpu med':>8} {'cpu p99':>8}")
     logger.info(header)
-    for lang in LANGS:
+    langs = [code for code in args.langs.split(",") if code in LANGS]
+    table: list[dict[str, str]] = []
+    for lang in langs:
         rows = load(lang)
         fn = ours(lang)
         t0 = time.perf_counter()
@@ -114,15 +128,25 @@ def main() -> None:
                     f"{r['median_ms']:>10.3f} {r['p99_ms']:>8.3f} {r['cpu_median_ms']:>8.3f} {r['cpu_p99_ms']:>8.3f}"
                     f"  (first call {cold_ms:.0f} ms)")
         other = nemo(lang)
+        issue = [text for code, text in ISSUE_ROWS if code == lang] if args.table else []
+        for text in issue:
+            table.append({"lang": lang, "input": text, "kanitts": fn(text)})
         if other is None:
             results["languages"][lang]["nemo_text_processing"] = "not installed"
             continue
         nfn, build_s = other
+        for row in table:
+            if row["lang"] == lang:
+                row["nemo_text_processing"] = nfn(row["input"])
         n = measure(nfn, rows, args.nemo_repeat)
         n["grammar_build_s"] = build_s
         results["languages"][lang]["nemo_text_processing"] = n
         logger.info(f"{lang:4} {'nemo-text-processing':20} {n['right']:>4}/{n['rows']:<4} {n['right_share']:>7.1%} "
                     f"{n['median_ms']:>10.3f} {n['p99_ms']:>8.3f} {n['cpu_median_ms']:>8.3f} {n['cpu_p99_ms']:>8.3f}  (grammars built in {build_s:.1f} s)")
+    for row in table:
+        logger.info(f"{row['lang']} {row['input']!r}\n   kanitts: {row['kanitts']!r}"
+                    + (f"\n   nemo:    {row['nemo_text_processing']!r}" if "nemo_text_processing" in row else ""))
+    results["issue_table"] = table
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
