@@ -63,7 +63,7 @@ def test_api_keys_env_comma_separated(monkeypatch):
         ('[engine]\nmode = "turbo"\n', "engine.mode"),
         ('[server]\nprot = 1\n', "server.prot: unknown key"),
         ('[server]\nport = "x"\n', "server.port"),
-        ('default_language = "de"\n', "default_language 'de'"),
+        ('default_language = "fr"\n', "default_language 'fr'"),  # was "de": German is a default language since issue 16
         ('[languages.en]\nmodel = "m"\nvoices = ["a"]\ndefault_voice = "b"\n', "languages.en.default_voice"),
         ('[generation]\ntemperature = 5\n', "generation.temperature"),
         ("this is not toml = = \n", "invalid TOML"),

@@ -211,7 +211,8 @@ def test_paragraphs_and_breaks_kept():
 
 
 def test_other_languages_light_cleanup_only():
-    assert normalize("Ich habe 5 Äpfel\x00 😀  heute.", "de") == "Ich habe 5 Äpfel heute."
+    # German is normalized since issue 16 (was: cleanup only, "Ich habe 5 Äpfel heute.")
+    assert normalize("Ich habe 5 Äpfel\x00 😀  heute.", "de") == "Ich habe fünf Äpfel heute."
     assert normalize("  Ça coûte 3,50 €  ", "fr") == "Ça coûte 3,50 €"
 
 

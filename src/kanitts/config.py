@@ -93,13 +93,24 @@ class LongFormConfig(_Section):
     #: Silence after a paragraph (blank line).
     paragraph_pause: float = Field(0.6, ge=0, le=10)
     #: Speaking-rate estimates per language (characters per second).
-    chars_per_second: dict[str, float] = Field(default_factory=lambda: {"en": 15.0, "es": 14.0})
+    chars_per_second: dict[str, float] = Field(default_factory=lambda: {"en": 15.0, "es": 14.0, "de": 14.0})
     #: Chunks generated ahead of the one playing (pipelining depth).
     max_chunks_ahead: int = Field(2, ge=0, le=16)
     #: Stop a chunk after this much generated silence.
     max_silence_seconds: float = Field(1.5, gt=0)
     #: Normalize numbers, dates, currency... before synthesis (requests may switch it off).
     normalize: bool = True
+
+
+class TextConfig(_Section):
+    """How request text is read (used when normalization is on for a request)."""
+
+    #: Server-wide pronunciation lexicon: JSON object or ``written = spoken`` lines.
+    lexicon_file: Path | None = None
+    #: Read chat markdown (headings, lists, links, code, tables...) as sentences.
+    markdown: bool = True
+    #: Fenced code blocks: ``skip``, ``summarize`` ("Code block in Python.") or ``read``.
+    code_blocks: Literal["skip", "summarize", "read"] = "summarize"
 
 
 class EngineConfig(_Section):
@@ -204,6 +215,8 @@ def _default_languages() -> dict[str, LanguageConfig]:
     return {
         "en": LanguageConfig(model="nineninesix/kani-tts-400m-en", default_voice="andrew"),
         "es": LanguageConfig(model="nineninesix/kani-tts-400m-es", default_voice="nova"),
+        "de": LanguageConfig(model="nineninesix/kani-tts-400m-de", voices=["bert", "thorsten"],
+                             default_voice="thorsten"),
     }
 
 
@@ -243,6 +256,7 @@ class Settings(BaseSettings):
     codec: CodecSettings = Field(default_factory=CodecSettings)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     long_form: LongFormConfig = Field(default_factory=LongFormConfig)
+    text: TextConfig = Field(default_factory=TextConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)

@@ -60,12 +60,19 @@ class TTSService:
             self.router = Router(
                 self.models, s.default_language, s.voice_aliases, detector, s.server.unknown_voice
             )
-            self.synthesizer = Synthesizer(self.codec_worker)
+            self.synthesizer = Synthesizer(self.codec_worker, normalizer=self._normalizer())
             self.ready = True
             logger.info("ready: %s", ", ".join(f"{c}={m.model_id}" for c, m in self.models.items()))
         except Exception as exc:
             self.error = str(exc)
             raise
+
+    def _normalizer(self) -> Any:
+        """The request-text normalizer with the server's lexicon file and markdown rules."""
+        from kanitts.text.normalize import Normalizer, load_lexicon
+
+        t = self.settings.text
+        return Normalizer(load_lexicon(t.lexicon_file), markdown=t.markdown, code_blocks=t.code_blocks)
 
     async def _load_codec(self) -> None:
         from kanitts.codec import CodecWorker, NanoCodec

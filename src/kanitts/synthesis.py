@@ -38,7 +38,7 @@ class PcmDecoder(Protocol):
 
 
 class Normalizer(Protocol):
-    def __call__(self, text: str, language: str) -> str: ...
+    def __call__(self, text: str, language: str, lexicon: dict[str, str] | None = None) -> str: ...
 
 
 @dataclass
@@ -51,6 +51,8 @@ class SynthesisOptions:
     seed: int | None = None
     constrained: bool = True
     normalize: bool = True
+    #: The request's pronunciation lexicon (written -> spoken), applied before the server's.
+    lexicon: dict[str, str] | None = None
     max_chunk_seconds: float = 12.0
     threshold_seconds: float = 15.0
     silence_duration: float = 0.2
@@ -148,7 +150,7 @@ class Synthesizer:
         self.estimator = estimator
 
     def plan(self, text: str, language: str, opts: SynthesisOptions) -> list[Any]:
-        spoken = self.normalizer(text, language) if opts.normalize else text
+        spoken = self.normalizer(text, language, lexicon=opts.lexicon) if opts.normalize else text
         chunks = self.planner(
             spoken,
             language,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from kanitts.audio import MAX_SPEED, MIN_SPEED, AudioFormat
 
@@ -33,5 +33,8 @@ class SpeechRequest(BaseModel):
     max_chunk_duration: float | None = Field(None, gt=0.5, le=60.0)
     silence_duration: float | None = Field(None, ge=0.0, le=5.0)
     language: str | None = Field(None, max_length=16)
-    normalize: bool | None = None
+    normalize: bool | None = Field(None, description="false: the text reaches the model as written")
+    lexicon: dict[Annotated[str, StringConstraints(min_length=1, max_length=100)],
+                  Annotated[str, StringConstraints(max_length=500)]] | None = Field(
+        None, max_length=1000, description="Pronunciation lexicon for this request: written -> spoken")
 

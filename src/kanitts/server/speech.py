@@ -280,6 +280,7 @@ class Speaker:
             max_chunk_seconds=request.max_chunk_duration,
             silence_duration=request.silence_duration,
             normalize=request.normalize,
+            lexicon=request.lexicon,
         )
         if request.min_tokens is not None:
             opts.length_bound = False

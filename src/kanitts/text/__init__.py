@@ -1,13 +1,15 @@
 """Text front end: normalization, long-form chunk planning, language detection.
 
-* :func:`normalize` ``(text, language) -> str`` rewrites written forms into words for
-  English ("en") and Spanish ("es"): numbers (thousands separators per language:
-  "1,234" en / "1.234" es; decimals "3.14" en / "3,14" es), ordinals, negatives,
-  money ("$5.50" -> "five dollars and fifty cents", "5,50 €" -> "cinco euros con
-  cincuenta céntimos"), percentages, dates, times, units, abbreviations, URLs and
-  e-mail addresses, symbols and ranges.  Other languages get generic cleanup only.
-  It never raises; control characters and emoji are removed, whitespace collapsed,
-  paragraph breaks ("\\n\\n") and ``<break .../>`` tags kept for the chunker.
+* :func:`normalize` ``(text, language, *, lexicon=None, markdown=True,
+  code_blocks="summarize") -> str`` rewrites written forms into words for English
+  ("en"), Spanish ("es") and German ("de"): chat markdown, the SSML subset
+  (``sub``, ``say-as``...), pronunciation lexicons, then numbers (each language's
+  separators), years vs quantities, money, dates, times, fractions, ordinals, units,
+  phone numbers, addresses, URLs, e-mail, abbreviations, Roman numerals, symbols and
+  ranges (``kanitts.text.normalize`` package, one module per language).  Other
+  languages get the language-free steps only.  It never raises; control characters
+  and emoji are removed, whitespace collapsed, paragraph breaks ("\\n\\n") and
+  ``<break .../>`` tags kept for the chunker.
 * :func:`plan_chunks` ``(text, language, ...) -> list[TextChunk]`` splits long text
   into generations with the silence to insert after each; :func:`estimate_seconds`.
 * :class:`LanguageDetector` picks one of the configured languages (lingua), falling
