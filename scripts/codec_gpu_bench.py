@@ -12,7 +12,7 @@ Runs (env):
   ``opsgraph_nlc_bf16,opsgraph_bf16,opsgraph_nlc_nopad_bf16,graph_bf16``; slower variants
   such as ``eager_bf16`` only when listed), a profile of the nlc and ncl opsgraph variants
   at b256 f8 (BENCH_PROFILE, same syntax), batch-1 latency.
-* BENCH_SECOND=1: run 2 of benchmarks/codec_h100.txt (ncl only).
+* BENCH_SECOND=1: run 2 of codec_h100.txt (ncl only; the raw log is at commit 951305c).
 * BENCH_FIRST=1: run 1 (whole-step torch.compile; its compile took 372 s).
 * BENCH_CPU=1: a CPU dry run of the script's logic on the tiny codec.
 """

@@ -90,6 +90,24 @@ def _burst(base: str, n: int, seed0: int = 0):
         return list(ex.map(lambda i: _speech(base, seed0 + i), range(n)))
 
 
+def _replicas_reached(base: str, seed0: int, want: int = 2, deadline_s: float = 180.0) -> set[str]:
+    """Send bursts of 4 until ``want`` replicas have answered or the deadline passes.
+
+    Serve's router picks a replica per request from queue lengths, so which replica a
+    burst reaches is scheduling, not a contract: the tests wait for the condition (every
+    replica serves) instead of counting on it within a fixed number of rounds."""
+    seen: set[str] = set()
+    t0 = time.monotonic()
+    round_ = 0
+    while len(seen) < want and time.monotonic() - t0 < deadline_s:
+        for r in _burst(base, 4, seed0=seed0 + 4 * round_):
+            assert r.status_code == 200, r.text
+            assert _wav_ok(r.content)
+            seen.add(r.headers["x-kanitts-replica"])
+        round_ += 1
+    return seen
+
+
 def test_app_builder_options():
     from kanitts.config import load_settings
     from kanitts.deploy.ray import deployment_options
@@ -107,14 +125,7 @@ def test_app_builder_options():
 
 def test_requests_through_the_serve_proxy_use_both_replicas(endpoint):
     assert httpx.get(f"{endpoint}/health", timeout=10).json()["tts_ready"] is True
-    seen: set[str] = set()
-    for round_ in range(5):
-        for r in _burst(endpoint, 4, seed0=round_ * 4):
-            assert r.status_code == 200, r.text
-            assert _wav_ok(r.content)
-            seen.add(r.headers["x-kanitts-replica"])
-        if len(seen) == 2:
-            break
+    seen = _replicas_reached(endpoint, seed0=0)
     assert len(seen) == 2, seen
 
 
@@ -144,7 +155,7 @@ def test_killed_replica_endpoint_keeps_serving_and_serve_replaces_it(endpoint):
     ok = 0
     failed: list[int] = []
     t0 = time.monotonic()
-    while time.monotonic() - t0 < 90:
+    while time.monotonic() - t0 < 180:
         r = _speech(endpoint, seed=100 + ok)
         if r.status_code == 200 and _wav_ok(r.content):
             ok += 1
@@ -158,11 +169,5 @@ def test_killed_replica_endpoint_keeps_serving_and_serve_replaces_it(endpoint):
     assert ok >= 3 and len(failed) <= 2, failed
     assert victim not in _replica_names() and _running_replicas() == 2
     # The new replica serves as well.
-    seen: set[str] = set()
-    for round_ in range(5):
-        for r in _burst(endpoint, 4, seed0=200 + 4 * round_):
-            assert r.status_code == 200, r.text
-            seen.add(r.headers["x-kanitts-replica"])
-        if len(seen) == 2:
-            break
+    seen = _replicas_reached(endpoint, seed0=200)
     assert len(seen) == 2

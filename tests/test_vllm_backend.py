@@ -138,8 +138,8 @@ class _FakeEngine:
         self.aborted.append(rid)
 
 
-def _backend(n=10):
-    b = VllmBackend("/m", warmup=False)
+def _backend(n=10, cls=VllmBackend):
+    b = cls("/m", warmup=False)
     b._engine = _FakeEngine(n)
     b._sp_cls = FakeSP
     return b
@@ -175,7 +175,9 @@ def test_opening_is_teacher_forced():
 async def test_stream_sends_prompt_with_opening_and_overrides():
     from kanitts.tokens import START_OF_AI, START_OF_SPEECH
 
-    b = _backend(2)
+    from kanitts.bench.sampling_paths import SamplingPathBackend  # per-request vLLM overrides: benchmarks only
+
+    b = _backend(2, SamplingPathBackend)
     seen = {}
     orig = b._engine.generate
 

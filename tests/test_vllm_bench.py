@@ -72,7 +72,7 @@ def test_frames_lenient_on_invalid_stream():
     from kanitts.tokens import FrameParser, audio_token
 
     p = FrameParser()
-    f = bench._frames_lenient(p, [audio_token(2, 1), audio_token(0, 2), audio_token(1, 3), audio_token(3, 4), 5])
+    f = bench.frames_lenient(p, [audio_token(2, 1), audio_token(0, 2), audio_token(1, 3), audio_token(3, 4), 5])
     assert f == [[1, 2, 3, 4]]
 
 
@@ -104,3 +104,47 @@ async def test_http_load_from_several_client_processes(tiny_model, tiny_codec):
     assert s["streams"] == 5 and s["errors"] == 0, s
     assert all(r.ttfa_s is not None and r.audio_s > 0 for r in lr.streams)
     assert 0 < lr.wall_s < 120
+
+
+def test_serving_stream_has_the_contract_signature():
+    """Per-request sampling switches live in the benchmark's backend, not in VllmBackend."""
+    import inspect
+
+    from kanitts.engine.vllm_backend import VllmBackend
+
+    assert inspect.signature(VllmBackend.stream) == inspect.signature(GenerationBackend.stream)
+
+
+async def test_sampling_paths_round1_and_overrides():
+    from kanitts.bench.sampling_paths import SamplingPathBackend
+    from kanitts.engine.base import SamplingParams
+    from kanitts.engine.vllm_logits import EXTRA_ARGS_KEY, LOGITS_PROCESSOR_FQCN
+
+    class Out:
+        def __init__(self, ids):
+            self.outputs, self.finished = [type("O", (), {"token_ids": ids})()], True
+
+    class Engine:
+        def __init__(self):
+            self.sps = []
+
+        def generate(self, prompt, sp, request_id):
+            self.sps.append(sp)
+
+            async def gen():
+                yield Out([7])
+
+            return gen()
+
+    b = SamplingPathBackend("/m", {"max_num_seqs": 4}, warmup=False, round1=True)
+    procs = b.full_engine_args()["logits_processors"]
+    assert procs == ["kanitts.bench.round1_logits:KaniCodebookLogitsProcessor", LOGITS_PROCESSOR_FQCN]
+    b._engine, b._sp_cls, b._delta = Engine(), dict, "DELTA"
+    p = SamplingParams(max_tokens=8, min_tokens=8, seed=3)
+    for kw in ({}, {"restrict": "off"}, {"restrict": "sample_old"}, {"vllm_overrides": {"seed": 9}}):
+        assert [ids async for ids in b.stream([1], p, **kw)] == [[7]]
+    default, off, old, over = b._engine.sps
+    assert default["extra_args"][EXTRA_ARGS_KEY]["mode"] == "sample" and default["output_kind"] == "DELTA"
+    assert "extra_args" not in off and off["temperature"] == 0.6
+    assert old["extra_args"] == {"kanitts_old": default["extra_args"][EXTRA_ARGS_KEY]} and old["temperature"] == 0.0
+    assert over["seed"] == 9 and over["extra_args"] == default["extra_args"]

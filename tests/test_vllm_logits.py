@@ -239,15 +239,8 @@ def test_processor_respects_min_tokens_mask_on_eos():
 
 # ------------------------------------------- GPU-resident state: placeholders, discards, re-adds
 def _old_proc(max_seqs=8):
-    import importlib.util
-    import pathlib
-    import sys
+    from kanitts.bench import round1_logits as mod
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "device_lp_old.py"
-    spec = importlib.util.spec_from_file_location("device_lp_old", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["device_lp_old"] = mod
-    spec.loader.exec_module(mod)
     cfg = SimpleNamespace(scheduler_config=SimpleNamespace(max_num_seqs=max_seqs))
     return mod, mod.KaniCodebookLogitsProcessor(cfg, torch.device("cpu"), False)
 

@@ -162,7 +162,7 @@ def _setup_logging(verbose: bool, default: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
-        from kanitts.bench import main as bench_main
+        from kanitts.bench.cli import main as bench_main
 
         return int(bench_main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)

@@ -29,11 +29,11 @@ N = 120
 def env():
     from kanitts.bench import ensure_assets
     from kanitts.engine.modes import engine_args_for
-    from kanitts.engine.vllm_backend import VllmBackend
+    from kanitts.bench.sampling_paths import SamplingPathBackend  # VllmBackend + per-request restrict
 
     model, _ = ensure_assets(os.environ.get("KANITTS_BENCH_ASSETS", "/tmp/kanitts-bench"))
     loop = asyncio.new_event_loop()
-    b = VllmBackend(str(model), engine_args_for("low_vram", str(model), {"max_num_seqs": 16,
+    b = SamplingPathBackend(str(model), engine_args_for("low_vram", str(model), {"max_num_seqs": 16,
                                                                           "kv_cache_memory_bytes": 512 << 20}),
                     warmup_requests=8)
     loop.run_until_complete(b.start())

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from kanitts.engine.base import GenerationBackend, SamplingParams
@@ -194,31 +194,28 @@ class VllmBackend(GenerationBackend):
         return self._engine
 
     # -- generation
-    def sampling_params(self, params: SamplingParams, restrict: str | None = None) -> Any:
-        return build_sampling_params(params, self._sp_cls, output_kind=self._delta,
-                                     restrict=restrict or self.restrict)
+    def sampling_params(self, params: SamplingParams) -> Any:
+        """vLLM ``SamplingParams`` (DELTA outputs) for one request in this backend's restrict mode."""
+        return build_sampling_params(params, self._sp_cls, output_kind=self._delta, restrict=self.restrict)
 
-    async def stream(
-        self,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        request_id: str | None = None,
-        *,
-        restrict: str | None = None,
-        vllm_overrides: dict[str, Any] | None = None,
+    def stream(
+        self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None
     ) -> AsyncIterator[list[int]]:
-        """Generated ids in DELTA chunks. ``vllm_overrides``: extra vLLM SamplingParams
-        keyword arguments (benchmarks)."""
+        """Generated ids in DELTA chunks (see :meth:`GenerationBackend.stream`)."""
+        return self.generate(prompt_ids, lambda: self.sampling_params(params), request_id)
+
+    async def generate(
+        self, prompt_ids: list[int], vllm_params: Callable[[], Any], request_id: str | None = None
+    ) -> AsyncIterator[list[int]]:
+        """One vLLM request: generated ids in DELTA chunks, with the vLLM ``SamplingParams``
+        that ``vllm_params()`` builds (called once the engine is known to be started).
+
+        Raises RuntimeError before :meth:`start`. Closing the iterator aborts the request.
+        """
         if self._engine is None:
             raise RuntimeError("VllmBackend.start() has not been called")
         rid = request_id or uuid.uuid4().hex
-        if vllm_overrides:
-            kw = sampling_kwargs(params, restrict or self.restrict)
-            kw.update(vllm_overrides)
-            kw["output_kind"] = self._delta
-            sp = self._sp_cls(**kw)
-        else:
-            sp = self.sampling_params(params, restrict)
+        sp = vllm_params()
         prompt = with_opening(prompt_ids) if self.force_opening else list(prompt_ids)
         gen = self._engine.generate({"prompt_token_ids": prompt}, sp, request_id=rid)
         finished = False

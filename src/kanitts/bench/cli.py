@@ -1,0 +1,95 @@
+"""``kanitts bench``: speed and memory on full-size random weights, fixed token counts.
+
+Every run generates exactly ``--tokens`` tokens per stream (min_tokens = max_tokens,
+ignore_eos); 50 tokens = 1 s of audio. ``--baseline seed`` also measures the seed's
+configuration (:mod:`kanitts.bench.seed`) in the same run, so each gain is a ratio of two
+numbers taken together. Prints ``BENCH`` progress lines and one ``RESULT {json}`` line;
+``--json FILE`` appends the entry to FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from kanitts.bench.assets import ensure_assets
+from kanitts.bench.gpu import device_name
+from kanitts.bench.http_load import STREAMS_PER_CLIENT_PROCESS
+from kanitts.bench.report import append_json, result_line
+
+
+def _int_list(s: str) -> list[int]:
+    return [int(x) for x in s.split(",") if x]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``kanitts bench`` argument parser."""
+    from kanitts.engine.vllm_logits import RESTRICT_MODES  # imports torch: not at package import
+
+    p = argparse.ArgumentParser(prog="kanitts bench", description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--model", help="model folder (default: build full-size random weights under --assets)")
+    p.add_argument("--codec", help="NanoCodec .nemo (default: full-size random under --assets)")
+    p.add_argument("--assets", default=os.environ.get("KANITTS_BENCH_ASSETS", "/tmp/kanitts-bench"),
+                   help="where full-size random-weight assets are built if missing")
+    p.add_argument("--mode", default="high_performance", help="performance mode to measure")
+    p.add_argument("--baseline", choices=["none", "seed"], default="none")
+    p.add_argument("--engine-only", action="store_true", help="drive VllmBackend in-process, no HTTP")
+    p.add_argument("--url", help="measure an already running server (HTTP path)")
+    p.add_argument("--tokens", type=int, default=500)
+    p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 256])
+    p.add_argument("--realtime-levels", type=_int_list, default=[128, 256, 384, 512])
+    p.add_argument("--restrict", choices=list(RESTRICT_MODES), default="sample")
+    p.add_argument("--compare-restrict", action="store_true",
+                   help="engine-only: batch-256 throughput with restricted sampling, without, and mask-only")
+    p.add_argument("--compare-mask", action="store_true", help="with --compare-restrict: mask-only at batch 256 too")
+    p.add_argument("--first-chunk-frames", type=int, default=1, help="codec frames in the first audio chunk")
+    p.add_argument("--label", help="free-form label stored in the JSON entry")
+    p.add_argument("--backend", default="vllm", help="HTTP path: server backend (torch: CPU smoke tests)")
+    p.add_argument("--codec-alone", action="store_true", help="HTTP path: also time the codec alone afterwards")
+    p.add_argument("--no-codec", action="store_true")
+    p.add_argument("--engine-args", help="JSON dict of engine-argument overrides")
+    p.add_argument("--client-procs", type=int,
+                   help=f"HTTP path: client processes (default: one per {STREAMS_PER_CLIENT_PROCESS} streams, "
+                        "at most half the cores)")
+    p.add_argument("--server-log", help="HTTP path: file for the server's output")
+    p.add_argument("--json", help="append the result entry to this JSON file (a list)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one benchmark; 0, or 1 when the entry carries an error."""
+    from kanitts.bench.engine_run import engine_bench
+    from kanitts.bench.http_run import http_bench
+
+    args = build_parser().parse_args(argv)
+    model = Path(args.model) if args.model else None
+    codec = Path(args.codec) if args.codec else None
+    if model is None or (codec is None and not args.no_codec):
+        m, c = ensure_assets(args.assets)
+        model = model or m
+        codec = codec or c
+    entry: dict[str, Any] = {"device": device_name(), "mode": args.mode, "date": time.strftime("%Y-%m-%d %H:%M"),
+                             "baseline": args.baseline}
+    if args.label:
+        entry["label"] = args.label
+    partial: dict[str, Any] = {}
+    try:
+        if args.engine_only:
+            asyncio.run(engine_bench(args, model, None if args.no_codec else codec, partial))
+        else:
+            partial.update(asyncio.run(http_bench(args, model, codec)))
+    except Exception as e:  # noqa: BLE001
+        entry["error"] = repr(e)[:2000]
+    entry.update(partial)
+    entry.setdefault("baseline_single_stream_rtf", None)
+    for k in ("single_stream_rtf", "ttfa_p50_ms", "ttfa_p95_ms", "ttfa_p50_ms_256", "max_realtime_streams",
+              "peak_gpu_mb", "codec_audio_s_per_s"):
+        entry.setdefault(k, None)
+    result_line(entry)
+    if args.json:
+        append_json(args.json, entry)
+    return 1 if "error" in entry else 0
