@@ -119,7 +119,9 @@ class Lfm2:
         return x
 
     def _rope(self, positions: torch.Tensor) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
-        return {s: rope_tables(positions * s if s != 1.0 else positions, self.inv_freq, self.dtype)
+        # A layer's scale multiplies its frequencies (KaniTTS-2's learnable RoPE), in float32
+        # as the reference does: inv_freq * alpha, then times the positions.
+        return {s: rope_tables(positions, self.inv_freq * s if s != 1.0 else self.inv_freq, self.dtype)
                 for s in self._scales}
 
     def _mlp(self, lw: LayerWeights, x: torch.Tensor) -> torch.Tensor:
