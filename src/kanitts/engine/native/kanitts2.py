@@ -216,6 +216,14 @@ def detect(model: str | Path) -> Kani2Config | None:
         raise ModelLoadError(f"model {model}: {exc}") from exc
 
 
+def require_v1(model: str | Path, backend: str) -> None:
+    """For backends that serve KaniTTS v1 only: ModelLoadError if ``model`` is a KaniTTS-2
+    checkpoint (its config says so), with what to use instead."""
+    if detect(model) is not None:
+        raise ModelLoadError(f"{model} is a KaniTTS-2 model; the {backend} backend serves KaniTTS v1 models "
+                             f"only (KaniTTS-2 runs on the native backend)")
+
+
 def split_weights(spec: Lfm2Spec, cfg: Kani2Config, tensors: dict[str, torch.Tensor]
                   ) -> tuple[Lfm2Spec, torch.Tensor]:
     """Take the KaniTTS-2 tensors out of ``tensors`` (in place): the spec with its per-layer
