@@ -41,6 +41,10 @@ class NativeBackend(GenerationBackend):
     tokens are handed over at a time (4 = one codec frame); ``cuda_graphs`` / ``compile``
     apply on CUDA only. ``force_opening`` teacher-forces ``[START_OF_AI, START_OF_SPEECH]``
     after a prompt ending with END_OF_HUMAN (as the other backends do).
+
+    KaniTTS-2 checkpoints are detected at load (:mod:`kanitts.engine.native.kanitts2`); then
+    ``SamplingParams.speaker_embedding`` (``speaker_emb_dim`` floats) gives a request its
+    voice (one extra prompt row), and :attr:`kani2` is set. A v1 model rejects it (ValueError).
     """
 
     name = "native"
