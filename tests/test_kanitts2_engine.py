@@ -73,7 +73,7 @@ def test_prompt_positions_count_text_rows_and_whole_frames():
 def test_decode_positions_follow_the_reference_rule(k2_model):
     """Text tokens sit at their cache index; the first audio token opens a frame at its cache
     index, every 4th audio token after it moves the frame by audio_step (0.5 here); a text
-    token after audio goes back to its cache index; inactive slots do not advance."""
+    token after audio goes back to its cache index; slots keep their own state; reset clears it."""
     _, k2 = load_native_model(k2_model, "cpu", torch.float32)
     assert k2 is not None
     rt = k2.runtime(2)
@@ -82,9 +82,12 @@ def test_decode_positions_follow_the_reference_rule(k2_model):
     feed = [t.START_OF_AI, t.START_OF_SPEECH, *a, t.END_OF_SPEECH]
     got = []
     for c, tok in enumerate(feed, start=10):
-        pos = rt.decode_positions(torch.tensor([tok, tok]), torch.tensor([c, c]), torch.tensor([True, False]))
-        got.append(pos[0].item())
-    assert got == [10, 11, 12, 12, 12, 12, 12.5, 12.5, 12.5, 12.5, 13, 21]
+        other = t.audio_token(0, 5) if c >= 15 else t.START_OF_SPEECH  # slot 1: audio from cache index 15
+        got.append(rt.decode_positions(torch.tensor([tok, other]), torch.tensor([c, c + 30])).tolist())
+    assert [g[0] for g in got] == [10, 11, 12, 12, 12, 12, 12.5, 12.5, 12.5, 12.5, 13, 21]
+    assert [g[1] for g in got] == [40, 41, 42, 43, 44, 45, 45, 45, 45, 45.5, 45.5, 45.5]
+    assert rt.audio_count.tolist() == [9, 7]
+    rt.reset(torch.tensor([1]))
     assert rt.audio_count.tolist() == [9, 0] and rt.frame_pos.tolist() == [13.0, 0.0]
 
 

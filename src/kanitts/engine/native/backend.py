@@ -95,8 +95,9 @@ class NativeBackend(GenerationBackend):
         pool = SlotPool(model, self.max_num_seqs, self.max_model_len)
         sampler = Sampler(model, pool)
         runtime = None if kani2 is None else kani2.runtime(pool.size)
-        step = DecodeStep(model, pool, sampler, graphs=self.cuda_graphs, compile=self.compile,
-                          positions=None if runtime is None else runtime.decode_positions)
+        if runtime is not None:
+            model.position_rule = runtime.decode_positions
+        step = DecodeStep(model, pool, sampler, graphs=self.cuda_graphs, compile=self.compile)
         step.capture()
         self.model, self.kani2 = model, runtime
         self.scheduler = Scheduler(model, pool, sampler, step, max_prefill_tokens=self.max_prefill_tokens,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -44,19 +43,12 @@ def pick_bucket(n: int, sizes: list[int]) -> int:
     raise ValueError(f"{n} slots exceed the largest bucket {sizes[-1]}")
 
 
-#: ``(tokens [b], cache_index [b], active [b]) -> positions [b] float32``: a model's own
-#: decode positions (KaniTTS-2's frame-level ones); it may advance its own per-slot state
-#: for active slots and must not sync with the host. None: ``pool.rope_pos`` (+1 per token).
-PositionRule = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
 class DecodeStep:
     """One token for slots ``0..b-1``: model step, sampling, state advance (all on device)."""
 
     def __init__(self, model: Lfm2, pool: SlotPool, sampler: Sampler, *, graphs: bool = False,
-                 compile: bool = False, positions: PositionRule | None = None) -> None:
+                 compile: bool = False) -> None:
         self.model, self.pool, self.sampler = model, pool, sampler
-        self.positions = positions
         self.sizes = bucket_sizes(pool.size)
         self.use_graphs = graphs and model.device.type == "cuda"
         self.graphs: dict[int, Any] = {}
@@ -74,8 +66,7 @@ class DecodeStep:
     def step_eager(self, b: int, any_unconstrained: bool) -> torch.Tensor:
         p = self.pool
         idx = p.cache_len[:b].clamp(max=p.max_len - 1)
-        pos = p.rope_pos[:b] if self.positions is None else self.positions(p.tok[:b], idx, p.active[:b])
-        hidden = self.model.decode(p.cache, p.tok[:b], idx, pos)
+        hidden = self.model.decode(p.cache, p.tok[:b], idx, p.rope_pos[:b])
         act = p.active[:b]
         p.cache_len[:b].add_(act.to(torch.int64))
         p.rope_pos[:b].add_(p.pos_step[:b] * act.to(torch.float32))

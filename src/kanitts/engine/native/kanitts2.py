@@ -178,11 +178,11 @@ class Kani2Runtime:
         self.frame_pos.index_fill_(0, slots, 0.0)
         self.audio_count.index_fill_(0, slots, 0)
 
-    def decode_positions(self, tokens: torch.Tensor, cache_index: torch.Tensor, active: torch.Tensor
-                         ) -> torch.Tensor:
+    def decode_positions(self, tokens: torch.Tensor, cache_index: torch.Tensor) -> torch.Tensor:
         """Positions ``[b]`` float32 of the tokens ``[b]`` fed to slots ``0..b-1`` at
-        ``cache_index [b]``; advances the frame state of ``active [b]`` slots. No host syncs
-        (CUDA-graph capturable)."""
+        ``cache_index [b]``, advancing those slots' frame state (the model's
+        ``position_rule``). Slots not in use inside the step advance too: :meth:`reset`
+        clears a slot when a request is admitted. No host syncs (CUDA-graph capturable)."""
         b = tokens.shape[0]
         count, fpos = self.audio_count[:b], self.frame_pos[:b]
         at = cache_index.to(torch.float32)
@@ -190,8 +190,8 @@ class Kani2Runtime:
         first = audio & (count == 0)
         step = audio & (count > 0) & (count % self.cfg.tokens_per_frame == 0)
         new = torch.where(first, at, torch.where(step, fpos + self.cfg.audio_step, fpos))
-        fpos.copy_(torch.where(active, new, fpos))
-        count.add_((audio & active).to(torch.int64))
+        fpos.copy_(new)
+        count.add_(audio.to(torch.int64))
         return torch.where(audio, new, at)
 
 

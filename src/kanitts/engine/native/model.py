@@ -19,6 +19,7 @@ a vector that is not a token (a speaker embedding).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -106,6 +107,10 @@ class Lfm2:
         hd = spec.head_dim
         self.inv_freq = 1.0 / (spec.rope_theta ** (torch.arange(0, hd, 2, device=self.device).float() / hd))
         self._scales = sorted({spec.rope_scale(i) for i in spec.attn_layers})
+        #: ``(tokens [b], cache_index [b]) -> positions [b] float32``: where a model's decode
+        #: positions depend on the tokens (KaniTTS-2's frame-level ones; it may keep per-slot
+        #: state, must not sync with the host). None: the ``positions`` passed to :meth:`decode`.
+        self.position_rule: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     # -- pieces ---------------------------------------------------------------------------
     def embed_tokens(self, ids: torch.Tensor, embeds: torch.Tensor | None = None,
@@ -215,6 +220,8 @@ class Lfm2:
         b = tokens.shape[0]
         T = cache.max_len
         x = self.embed_tokens(tokens, embeds, embeds_mask)
+        if self.position_rule is not None:
+            positions = self.position_rule(tokens, cache_index)
         ropes = self._rope(positions)
         ar = torch.arange(T, device=tokens.device)
         mask = (ar[None, :] <= cache_index[:, None])[:, None, None, :]  # [b, 1, 1, T]

@@ -56,6 +56,11 @@ class Request:
     #: KaniTTS-2: ``[speaker_emb_dim]`` float32, spliced in as a row after the first prompt token
     speaker_embedding: torch.Tensor | None = None
 
+    @property
+    def rows(self) -> int:
+        """Cache rows the prompt fills: its tokens, plus the speaker row if any."""
+        return len(self.prompt) + (self.speaker_embedding is not None)
+
 
 @dataclass
 class SchedulerStats:
@@ -185,7 +190,7 @@ class Scheduler:
         longest = 0
         while self.waiting and pool.free_count > len(group):
             nxt = self.waiting[0]
-            longest2 = max(longest, len(nxt.prompt))
+            longest2 = max(longest, nxt.rows)
             if group and longest2 * (len(group) + 1) > self.max_prefill_tokens:
                 break
             group.append(self.waiting.popleft())
@@ -200,13 +205,12 @@ class Scheduler:
         dev = self.model.device
         slots = [r.slot for r in group]
         pool.admit(slots, [r.slot_params for r in group])
+        ids = torch.zeros(len(group), longest, dtype=torch.int64)
+        for i, r in enumerate(group):
+            ids[i, : len(r.prompt)] = torch.tensor(r.prompt, dtype=torch.int64)
+        lens_h = torch.tensor([len(r.prompt) for r in group], dtype=torch.int64)
         kw: dict[str, torch.Tensor] = {}
-        if self.kani2 is None:
-            ids = torch.zeros(len(group), longest, dtype=torch.int64)
-            for i, r in enumerate(group):
-                ids[i, : len(r.prompt)] = torch.tensor(r.prompt, dtype=torch.int64)
-            lens_h = torch.tensor([len(r.prompt) for r in group], dtype=torch.int64)
-        else:  # KaniTTS-2: speaker rows and frame-level positions
+        if self.kani2 is not None:  # KaniTTS-2: speaker rows spliced in, frame-level positions
             ids, lens_h, kw = self.kani2.prefill_inputs([r.prompt for r in group],
                                                         [r.speaker_embedding for r in group])
         last_h = torch.tensor([r.prompt[-1] for r in group], dtype=torch.int64)
