@@ -151,13 +151,14 @@ class Kani2Runtime:
         """Speaker rows ``[n, H]`` (model dtype) from embeddings ``[n, speaker_emb_dim]``."""
         return F.linear(speakers.to(self.projection.device, self.projection.dtype), self.projection)
 
-    def prefill_inputs(self, prompts: Sequence[Sequence[int]], speakers: Sequence[torch.Tensor | None]
-                       ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """``(ids [n, L] int64, lengths [n] int64)`` on the host (right-padded rows, the
-        speaker row spliced in where a request has one) and the device keyword arguments of
-        :meth:`Lfm2.prefill`: ``positions``, ``embeds`` ``[n, 1, H]``, ``embeds_mask``."""
+    def prefill_inputs(self, prompts: Sequence[Sequence[int]], speakers: Sequence[torch.Tensor | None],
+                       min_width: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """``(ids [n, L] int64, lengths [n] int64)`` on the host (rows right-padded to
+        ``L = max(longest row, min_width)``, the speaker row spliced in where a request has
+        one) and the device keyword arguments of :meth:`Lfm2.prefill`: ``positions``,
+        ``embeds`` ``[n, 1, H]``, ``embeds_mask``."""
         rows = [splice_speaker(p, s is not None) for p, s in zip(prompts, speakers)]
-        n, longest = len(rows), max(len(r) for r in rows)
+        n, longest = len(rows), max(min_width, *(len(r) for r in rows))
         ids = torch.full((n, longest), SPEAKER_PLACEHOLDER, dtype=torch.int64)
         for i, r in enumerate(rows):
             ids[i, : len(r)] = torch.tensor(r, dtype=torch.int64)
