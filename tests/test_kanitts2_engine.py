@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from kanitts import tokens as t
-from kanitts.engine.base import SamplingParams
+from kanitts.engine.base import GenerationBackend, SamplingParams
 from kanitts.engine.native.backend import NativeBackend
 from kanitts.engine.native.kanitts2 import Kani2Config, frame_positions, load_native_model
 from kanitts.hub import ModelLoadError
@@ -42,7 +42,7 @@ async def started(path: str, **kw) -> NativeBackend:
     return b
 
 
-async def run(b: NativeBackend, params: SamplingParams, prompt: list[int] = PROMPT) -> list[int]:
+async def run(b: GenerationBackend, params: SamplingParams, prompt: list[int] = PROMPT) -> list[int]:
     out: list[int] = []
     async for ids in b.stream(prompt, params):
         out += ids
@@ -198,12 +198,22 @@ def test_language_tags_are_picked_from_the_models_list():
     assert t.language_tags_from_config({}) is None
 
 
-async def test_v1_only_backends_refuse_a_kanitts2_model(k2_model):
-    from kanitts.engine.vllm_backend import VllmBackend
-
+async def test_v1_only_backends_refuse_a_kanitts2_model_and_speaker_embeddings(k2_model, tiny_model):
     from kanitts.engine.torch_backend import TorchBackend
+    from kanitts.engine.vllm_backend import VllmBackend
 
     with pytest.raises(ModelLoadError, match="v1"):
         await VllmBackend(k2_model, warmup=False).start()
     with pytest.raises(ModelLoadError, match="v1"):
         await TorchBackend(k2_model, device="cpu").start()
+    voiced = SamplingParams(max_tokens=4, speaker_embedding=unit(0))
+    with pytest.raises(ValueError, match="speaker embedding"):
+        VllmBackend(tiny_model, warmup=False).stream(PROMPT, voiced)
+    tb = TorchBackend(tiny_model, device="cpu")
+    await tb.start()
+    try:
+        with pytest.raises(ValueError, match="speaker embedding"):
+            await run(tb, voiced)
+        assert len(await run(tb, voiced.with_(speaker_embedding=None))) == 4
+    finally:
+        await tb.close()
