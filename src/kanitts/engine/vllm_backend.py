@@ -141,8 +141,8 @@ class VllmBackend(GenerationBackend):
     async def start(self) -> None:
         from kanitts.engine.native.kanitts2 import require_v1
 
-        await asyncio.to_thread(require_v1, self.engine_args["model"], "vLLM")  # before vLLM loads anything
         import_vllm()
+        await asyncio.to_thread(require_v1, self.engine_args["model"], "vLLM")  # before the engine loads it
         from vllm import SamplingParams as VSamplingParams
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.sampling_params import RequestOutputKind
