@@ -22,7 +22,10 @@ from pydantic_settings.exceptions import SettingsError
 from kanitts.audio.encoders import AudioFormat
 from kanitts.engine.base import DEFAULT_SAMPLING
 from kanitts.engine.modes import DEFAULT_MODE, MODE_NAMES
+from kanitts.speaker.audio_input import ReferenceAudioLimits
+from kanitts.speaker.constants import DEFAULT_SPEAKER_ENCODER
 from kanitts.tokens import PromptTemplate
+from kanitts.voices.records import VoiceStoreLimits
 
 DEFAULT_CODEC = "nvidia/nemo-nano-codec-22khz-0.6kbps-12.5fps"
 
@@ -103,8 +106,9 @@ class LongFormConfig(_Section):
 
 
 class EngineConfig(_Section):
-    #: ``auto`` = vLLM when it is importable and CUDA is present, else PyTorch.
-    backend: Literal["auto", "vllm", "torch"] = "auto"
+    #: ``auto`` = vLLM when it is importable and CUDA is present, else PyTorch; ``native``:
+    #: the native engine (any device; the only one serving KaniTTS-2 models).
+    backend: Literal["auto", "native", "vllm", "torch"] = "auto"
     #: A preset of :data:`kanitts.engine.modes.MODES`.
     mode: Literal[MODE_NAMES] = DEFAULT_MODE  # type: ignore[valid-type]
     device: str = "auto"
@@ -189,6 +193,46 @@ class SecurityConfig(_Section):
         return _split_list(v)
 
 
+_AUDIO_LIMITS = ReferenceAudioLimits()
+_STORE_LIMITS = VoiceStoreLimits()
+
+
+class VoicesConfig(_Section):
+    """KaniTTS-2 voice cloning: the speaker encoder, the custom-voice store and its limits.
+    Used only when a KaniTTS-2 model is loaded."""
+
+    #: Speaker encoder: hub id or folder.
+    speaker_encoder: str = DEFAULT_SPEAKER_ENCODER
+    #: Where the encoder runs: ``auto`` follows ``engine.device``.
+    device: str = "auto"
+    #: Directory of uploaded voices (one file per voice; created when missing).
+    directory: Path = Path("~/.local/share/kanitts/voices")
+    #: Uploaded voices in all, and per owner (API key).
+    max_voices: int = Field(_STORE_LIMITS.max_voices, ge=1)
+    max_voices_per_owner: int = Field(_STORE_LIMITS.max_voices_per_owner, ge=1)
+    #: Largest reference-audio file accepted, in bytes (413 beyond it).
+    max_upload_bytes: int = Field(_AUDIO_LIMITS.max_bytes, ge=1024)
+    #: Shortest and longest reference audio, in seconds.
+    min_seconds: float = Field(_AUDIO_LIMITS.min_seconds, gt=0)
+    max_seconds: float = Field(_AUDIO_LIMITS.max_seconds, gt=0)
+    #: Read-only shared voices from embedding files (the official server's ``.pt``/``.npy``
+    #: format): ``{name = "path"}``, or a list of paths (named by file stem).
+    preload: dict[str, str] | list[str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> "VoicesConfig":
+        if self.min_seconds > self.max_seconds:
+            raise ValueError(f"min_seconds {self.min_seconds} is above max_seconds {self.max_seconds}")
+        return self
+
+    def audio_limits(self) -> ReferenceAudioLimits:
+        return ReferenceAudioLimits(min_seconds=self.min_seconds, max_seconds=self.max_seconds,
+                                    max_bytes=self.max_upload_bytes)
+
+    def store_limits(self) -> VoiceStoreLimits:
+        return VoiceStoreLimits(max_voices=self.max_voices, max_voices_per_owner=self.max_voices_per_owner)
+
+
 def _split_list(v: Any) -> Any:
     """Lists from env vars may be JSON or comma-separated."""
     if isinstance(v, str):
@@ -245,12 +289,16 @@ class Settings(BaseSettings):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    voices: VoicesConfig = Field(default_factory=VoicesConfig)
     #: Bearer keys accepted by the API (``KANITTS_API_KEYS`` may be comma-separated).
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: File with one key per line (blank lines and ``#`` comments ignored).
     api_keys_file: Path | None = None
+    #: Admin keys: accepted like ``api_keys``, and may also share, see and delete any
+    #: custom voice.
+    admin_api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "admin_api_keys", mode="before")
     @classmethod
     def _split_keys(cls, v: Any) -> Any:
         return _split_list(v)
@@ -278,7 +326,8 @@ class Settings(BaseSettings):
         return [self.default_language]
 
     def all_api_keys(self) -> list[str]:
-        keys = [k for k in self.api_keys if k]
+        """Every accepted key: ``api_keys``, the lines of ``api_keys_file``, ``admin_api_keys``."""
+        keys = [k for k in [*self.api_keys, *self.admin_api_keys] if k]
         if self.api_keys_file is not None:
             try:
                 text = Path(self.api_keys_file).expanduser().read_text()

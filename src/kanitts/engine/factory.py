@@ -28,7 +28,7 @@ def vllm_usable() -> bool:
 
 
 def backend_kind(settings: Settings) -> str:
-    """``vllm`` or ``torch``: what ``engine.backend`` resolves to on this machine."""
+    """``vllm``, ``native`` or ``torch``: what ``engine.backend`` resolves to on this machine."""
     kind = settings.engine.backend
     if kind == "auto":
         kind = "vllm" if vllm_usable() else "torch"
@@ -50,6 +50,13 @@ def build_local_backend(settings: Settings, model_path: str, *, share: float = 1
             if "kv_cache_memory_bytes" in args and settings.engine.kv_cache_memory_bytes is None:
                 args["kv_cache_memory_bytes"] = int(args["kv_cache_memory_bytes"] * share)
         return VllmBackend(model_path, args, warmup=settings.engine.warmup)
+    if kind == "native":
+        from kanitts.engine.native.backend import NativeBackend
+
+        e = settings.engine
+        kw = {k: v for k, v in (("max_num_seqs", e.max_num_seqs), ("max_model_len", e.max_model_len),
+                                ("stream_interval", e.stream_interval)) if v is not None}
+        return NativeBackend(model_path, device=e.device, dtype=e.dtype, warmup=e.warmup, **kw)
     from kanitts.engine.torch_backend import TorchBackend
 
     return TorchBackend(model_path, device=settings.engine.device, dtype=settings.engine.dtype)
