@@ -171,13 +171,18 @@ def test_voices_survive_a_restart_and_files_preload(k2_dir, tmp_path):
     with LiveServer(k2_settings(k2_dir, voices_dir)) as srv:
         made = upload(srv.url, "dana", tone_wav(3.5, 330.0, seed=4)).json()
         first = speak(srv.url, "dana")
-    settings = k2_settings(k2_dir, voices_dir, voices={"preload": {"Narrator": str(tmp_path / "narrator.npy")}})
+    settings = k2_settings(k2_dir, voices_dir, voices={"preload": {"Narrator": str(tmp_path / "narrator.npy")}},
+                           languages={"en": {"default_voice": "narrator"}},
+                           voice_aliases={"alloy": {"en": "dana"}})
     with LiveServer(settings) as srv:
         listed = {v["name"]: v for v in httpx.get(srv.url + "/v1/audio/voices").json()["custom"]}
         assert listed["dana"] == made
         assert listed["Narrator"]["type"] == "embedding_file" and listed["Narrator"]["shared"] is True
         assert same(speak(srv.url, {"id": made["id"]}), first)
-        assert speak(srv.url, "narrator").status_code == 200
+        narrated = speak(srv.url, "narrator")
+        # configured voices: the default voice and an OpenAI alias name pre-loaded/custom voices
+        assert same(speak(srv.url, None), narrated) and speak(srv.url, None).headers["x-kanitts-voice"] == "narrator"
+        assert same(speak(srv.url, "alloy"), first)
         assert speak(srv.url, "narrator(0.5)+dana(0.5)").status_code == 200
         r = httpx.delete(srv.url + f"/v1/audio/voices/{listed['Narrator']['id']}")
         assert r.status_code == 403 and error_of(r)["code"] == "permission_denied"

@@ -42,7 +42,7 @@ from kanitts.routing import Route, RoutingError
 from kanitts.server.admission import Admission, Slot
 from kanitts.server.errors import APIError
 from kanitts.server.schemas import OPENAI_TTS_MODELS, SpeechRequest
-from kanitts.server.voice_choice import choose_voice
+from kanitts.server.voice_choice import choose_voice, configured_embedding
 from kanitts.service import TTSService
 from kanitts.synthesis import Synthesis, SynthesisError, collect
 from kanitts.tokens import SAMPLE_RATE
@@ -276,8 +276,11 @@ class Speaker:
             route = svc.route(text, choice.router_voice, request.language, choice.among)
         except RoutingError as exc:
             raise APIError(400, str(exc), param=exc.param, code=f"invalid_{exc.param}") from None
-        if choice.embedding is not None:
+        embedding = choice.embedding
+        if embedding is not None:
             route = dataclasses.replace(route, voice=choice.label)
+        else:
+            embedding = configured_embedding(svc, route, who or Requester())
         fmt: AudioFormat = request.response_format or self.default_format
         if request.stream_format == "sse" and request.response_format is None:
             fmt = "pcm"
@@ -294,8 +297,8 @@ class Speaker:
         )
         if request.min_tokens is not None:
             opts.length_bound = False
-        if choice.embedding is not None:
-            opts.speaker_embedding = tuple(choice.embedding.tolist())
+        if embedding is not None:
+            opts.speaker_embedding = tuple(embedding.tolist())
         synth = svc.synthesize(route, text, opts, request_id)  # plans only; audio starts when iterated
         if not any(chunk.text.strip() for chunk in synth.chunks):
             raise APIError(400, "input contains no speakable text", param="input", code="empty_input")

@@ -8,7 +8,9 @@ Rules, in order, for ``voice``:
 2. A string with ``(``, ``)`` or ``+``: a blend of custom (or pre-loaded) voices.
 3. A built-in voice of a loaded v1 model: routed as before (no embedding).
 4. A custom voice of that name (the caller's own, a pre-loaded one, then a shared one).
-5. Otherwise the router decides (OpenAI aliases, ``server.unknown_voice``).
+5. Otherwise the router decides (OpenAI aliases, ``server.unknown_voice``); when it lands on
+   a KaniTTS-2 model with a voice the configuration named (``default_voice``, an alias) and a
+   pre-loaded or custom voice has that name, its embedding is used (:func:`configured_embedding`).
 
 A custom voice or a blend needs a KaniTTS-2 model: routing is restricted to the languages
 such models serve, and the speaker embedding travels with the request to the engine.
@@ -99,6 +101,18 @@ def choose_voice(svc: Any, voice: Any, who: Requester, unknown_voice: str = "err
         return VoiceChoice(None, found.embedding, found.name, among)
     except VoiceError as exc:
         raise _voice_error(exc) from None
+
+
+def configured_embedding(svc: Any, route: Any, who: Requester) -> np.ndarray | None:
+    """The embedding of a voice the configuration chose for a KaniTTS-2 route
+    (``languages.<code>.default_voice`` or a ``voice_aliases`` entry naming a pre-loaded or
+    custom voice); None when the route's voice is no such voice."""
+    if svc.cloning is None or not route.model.clones_voices or not route.voice:
+        return None
+    try:
+        return svc.cloning.store.find(route.voice, who).embedding
+    except VoiceError:
+        return None
 
 
 def requester_of(conn: HTTPConnection) -> Requester:
