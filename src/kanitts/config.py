@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from pydantic_settings.exceptions import SettingsError
 
 from kanitts.audio.encoders import AudioFormat
+from kanitts.engine import BACKEND_NAMES
 from kanitts.engine.base import DEFAULT_SAMPLING
 from kanitts.engine.modes import DEFAULT_MODE, MODE_NAMES
 from kanitts.tokens import PromptTemplate
@@ -106,7 +107,7 @@ class LongFormConfig(_Section):
 class EngineConfig(_Section):
     #: ``auto`` = vLLM when it is importable and CUDA is present, else PyTorch; ``native``:
     #: the native engine (any device; the only one serving KaniTTS-2 models).
-    backend: Literal["auto", "native", "vllm", "torch"] = "auto"
+    backend: Literal[BACKEND_NAMES] = "auto"  # type: ignore[valid-type]
     #: A preset of :data:`kanitts.engine.modes.MODES`.
     mode: Literal[MODE_NAMES] = DEFAULT_MODE  # type: ignore[valid-type]
     device: str = "auto"
