@@ -245,13 +245,15 @@ def test_v1_and_v2_models_side_by_side(k2_dir, tiny_model, tmp_path):
         assert tok.decode(svc.models["es"].prompt("Hola.", None)[2:-2]) == "es: Hola."
         r = speak(url, "andrew")
         assert r.status_code == 200 and r.headers["x-kanitts-language"] == "en"
+        r = upload(url, "Andrew", tone_wav(3.5, 260.0, seed=8))
+        assert r.status_code == 409 and "built-in" in error_of(r)["message"]
         upload(url, "eve", tone_wav(3.5, 260.0, seed=8))
         r = speak(url, "eve")
         assert r.status_code == 200 and r.headers["x-kanitts-language"] == "es"
         assert r.headers["x-kanitts-voice"] == "eve"
         r = speak(url, "eve", language="en")
         assert r.status_code == 400 and error_of(r)["param"] == "language"
-        assert "KaniTTS-2" not in error_of(r)["message"] or "en" in error_of(r)["message"]
+        assert "'en' is not served by a model that can use this voice" in error_of(r)["message"]
         assert speak(url, "eve", language="es").status_code == 200
 
 

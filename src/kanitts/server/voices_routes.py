@@ -121,6 +121,9 @@ async def create_voice(request: Request) -> JSONResponse:
         raise APIError(400, "consent must be true: confirm that the speaker agreed to have this voice cloned",
                        param="consent", code="consent_required")
     shared = bool(_flag(fields, "shared"))
+    router = request.app.state.service.router
+    if router is not None and name.strip().casefold() in {v.casefold() for v in router.all_voices()}:
+        raise APIError(409, f"{name.strip()!r} is the name of a built-in voice", param="name", code="voice_exists")
     try:
         voice = await asyncio.to_thread(cloning.create, name, audio.data, who, shared)
     except ReferenceAudioError as exc:
