@@ -87,8 +87,8 @@ def choose_voice(svc: Any, voice: Any, who: Requester, unknown_voice: str = "err
             mixed = blend_voices(name, lambda n: cloning.store.embedding(n, who))
             return VoiceChoice(None, mixed, name, among)
         router = svc.router
-        if router is not None and name in router.all_voices():
-            return VoiceChoice(name)
+        if router is not None and name.casefold() in {v.casefold() for v in router.all_voices()}:
+            return VoiceChoice(name)  # a built-in voice (the router matches its case)
         try:
             found = cloning.store.find(name, who)
         except VoiceNotFoundError:
