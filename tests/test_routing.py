@@ -76,3 +76,20 @@ def test_single_language_without_detector():
     models = {"es": vm("es", ["nova"], "nova")}
     r = Router(models, "en", ALIASES, None).route("Hello world")
     assert (r.language, r.voice) == ("es", "nova")
+
+
+def test_among_restricts_languages_for_cloned_voices():
+    """A cloned voice may only go to KaniTTS-2 models: detection picks among those, a
+    forced language outside them is an error naming the ones that can serve it."""
+    models = {"en": vm("en", ["andrew"], "andrew"), "es": vm("es", [], None), "ky": vm("ky", [], None)}
+    r = Router(models, "en", ALIASES, FakeDetector())
+    assert r.route("Hello there", None, None, among=["es", "ky"]).language == "es"  # detection says en
+    assert r.route("Hola, gracias", None, None, among=["ky"]).language == "ky"
+    got = r.route("Hello", None, "KY", among=["es", "ky"])
+    assert (got.language, got.voice, got.detected) == ("ky", None, False)
+    with pytest.raises(RoutingError) as e:
+        r.route("Hello", None, "en", among=["es", "ky"])
+    assert e.value.param == "language" and "es, ky" in str(e.value)
+    with pytest.raises(RoutingError) as e:
+        r.route("Hello", None, None, among=[])
+    assert e.value.param == "voice"

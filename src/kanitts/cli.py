@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from kanitts import __version__
 from kanitts.audio import FORMATS, MAX_SPEED, MIN_SPEED, format_for_suffix
+from kanitts.engine import BACKEND_NAMES
 from kanitts.engine.modes import DEFAULT_MODE, MODE_NAMES
 
 if TYPE_CHECKING:
@@ -29,8 +30,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="serve only this model (hub id or local folder) for --language")
     p.add_argument("--codec", metavar="ID_OR_PATH", help="NanoCodec .nemo (hub id, file or folder)")
     p.add_argument("--language", metavar="CODE", help="language of --model (default: default_language)")
-    p.add_argument("--backend", choices=["auto", "native", "vllm", "torch"],
-                   help="generation backend (default auto = native)")
+    p.add_argument("--backend", choices=BACKEND_NAMES,
+                   help="generation backend (default auto = native; vLLM for fp8/bnb_4bit/tensor parallel)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--mode", choices=MODE_NAMES,
                    help=f"performance mode: engine sizes (default {DEFAULT_MODE})")

@@ -20,9 +20,11 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from pydantic_settings.exceptions import SettingsError
 
 from kanitts.audio.encoders import AudioFormat
+from kanitts.engine import BACKEND_NAMES
 from kanitts.engine.base import DEFAULT_SAMPLING
 from kanitts.engine.modes import DEFAULT_MODE, MODE_NAMES
 from kanitts.tokens import PromptTemplate
+from kanitts.voices.settings import VoicesConfig
 
 DEFAULT_CODEC = "nvidia/nemo-nano-codec-22khz-0.6kbps-12.5fps"
 
@@ -114,9 +116,9 @@ class TextConfig(_Section):
 
 
 class EngineConfig(_Section):
-    #: ``auto`` = the native engine (any device); ``vllm`` for what only vLLM offers
-    #: (fp8, bnb_4bit, tensor parallel); ``torch`` = transformers (reference path).
-    backend: Literal["auto", "native", "vllm", "torch"] = "auto"
+    #: ``auto`` = the native engine (any device; the only one serving KaniTTS-2); ``vllm`` for
+    #: what only vLLM offers (fp8, bnb_4bit, tensor parallel); ``torch`` = transformers (reference path).
+    backend: Literal[BACKEND_NAMES] = "auto"  # type: ignore[valid-type]
     #: A preset of :data:`kanitts.engine.modes.MODES`.
     mode: Literal[MODE_NAMES] = DEFAULT_MODE  # type: ignore[valid-type]
     device: str = "auto"
@@ -260,12 +262,16 @@ class Settings(BaseSettings):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    voices: VoicesConfig = Field(default_factory=VoicesConfig)
     #: Bearer keys accepted by the API (``KANITTS_API_KEYS`` may be comma-separated).
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: File with one key per line (blank lines and ``#`` comments ignored).
     api_keys_file: Path | None = None
+    #: Admin keys: accepted like ``api_keys``, and may also share, see and delete any
+    #: custom voice.
+    admin_api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "admin_api_keys", mode="before")
     @classmethod
     def _split_keys(cls, v: Any) -> Any:
         return _split_list(v)
@@ -293,7 +299,8 @@ class Settings(BaseSettings):
         return [self.default_language]
 
     def all_api_keys(self) -> list[str]:
-        keys = [k for k in self.api_keys if k]
+        """Every accepted key: ``api_keys``, the lines of ``api_keys_file``, ``admin_api_keys``."""
+        keys = [k for k in [*self.api_keys, *self.admin_api_keys] if k]
         if self.api_keys_file is not None:
             try:
                 text = Path(self.api_keys_file).expanduser().read_text()

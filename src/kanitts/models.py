@@ -12,7 +12,15 @@ from kanitts.engine.base import GenerationBackend
 from kanitts.engine.factory import backend_kind, build_local_backend
 from kanitts.engine.replicas import ReplicaPool
 from kanitts.hub import ModelLoadError, resolve_dir
-from kanitts.tokens import DEFAULT_TEMPLATE, PromptTemplate, build_prompt, read_speakers
+from kanitts.tokens import (
+    DEFAULT_TEMPLATE,
+    PromptTemplate,
+    build_kanitts2_prompt,
+    build_prompt,
+    language_tags_from_config,
+    pick_language_tag,
+    read_speakers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +36,23 @@ class VoiceModel:
     voices: list[str]
     default_voice: str | None
     template: PromptTemplate = field(default_factory=lambda: DEFAULT_TEMPLATE)
+    #: KaniTTS-2: the speaker embedding size (None for a v1 model, which takes no embedding).
+    speaker_dim: int | None = None
+    #: KaniTTS-2: the language tags the model lists (``language_settings``), if any.
+    language_tags: list[str] | None = None
+
+    @property
+    def clones_voices(self) -> bool:
+        """Whether requests may carry a speaker embedding (a KaniTTS-2 model)."""
+        return self.speaker_dim is not None
 
     def prompt(self, text: str, voice: str | None) -> list[int]:
+        """Prompt ids for one chunk. v1: ``voice: text``. KaniTTS-2: ``tag: text`` with the
+        model's tag for this model's (the routed) language, if it lists tags; the voice is
+        the request's speaker embedding, not text."""
+        if self.clones_voices:
+            tag = pick_language_tag(self.language, self.language_tags)
+            return build_kanitts2_prompt(self.tokenizer, text, tag, self.template)
         return build_prompt(self.tokenizer, text, voice, self.template)
 
     @property
@@ -60,6 +83,27 @@ def describe_language(code: str, cfg: LanguageConfig) -> tuple[str, list[str], s
     if default is None and voices:
         default = voices[0]
     return path, voices, default
+
+
+def read_kanitts2(model_dir: str) -> tuple[int | None, list[str] | None]:
+    """``(speaker_dim, language_tags)`` of a KaniTTS-2 checkpoint folder; ``(None, None)``
+    for a v1 model. Raises ModelLoadError for a KaniTTS-2 config with bad values."""
+    import json
+    from pathlib import Path
+
+    from kanitts.engine.native.kanitts2 import Kani2Config
+
+    try:
+        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None, None
+    try:
+        k2 = Kani2Config.detect(cfg) if isinstance(cfg, dict) else None
+    except ValueError as exc:
+        raise ModelLoadError(f"{model_dir}: {exc}") from None
+    if k2 is None:
+        return None, None
+    return k2.speaker_emb_dim, language_tags_from_config(cfg)
 
 
 def engine_capacity(settings: Settings) -> int:

@@ -100,8 +100,14 @@ class Router:
             "voice",
         )
 
-    def route(self, text: str, voice: str | None = None, language: str | None = None) -> Route:
+    def route(self, text: str, voice: str | None = None, language: str | None = None,
+              among: list[str] | None = None) -> Route:
+        """Route a request (rules in the module docstring). ``among``: the languages whose
+        models may serve it (a cloned voice needs a KaniTTS-2 model); detection then picks
+        among them and a ``language`` outside them is a RoutingError."""
         voice = voice.strip() if voice else None
+        if among is not None:
+            return self._route_among(text, language, among)
         if language:
             lang = language.strip().lower()
             if lang not in self.models:
@@ -124,3 +130,18 @@ class Router:
                 )
         lang = self._detect(text)
         return Route(self.models[lang], lang, self._voice_in(lang, voice), True)
+
+    def _route_among(self, text: str, language: str | None, among: list[str]) -> Route:
+        langs = [code for code in among if code in self.models]
+        if not langs:
+            raise RoutingError("no loaded model can serve this voice", "voice")
+        if language:
+            lang = language.strip().lower()
+            if lang not in langs:
+                raise RoutingError(
+                    f"language {language!r} is not served by a model that can use this voice "
+                    f"(those languages: {', '.join(langs)})", "language",
+                )
+            return Route(self.models[lang], lang, None, False)
+        lang = self._detect(text, langs)
+        return Route(self.models[lang], lang, None, True)

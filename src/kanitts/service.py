@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kanitts.config import Settings
-from kanitts.models import VoiceModel, build_backend, codec_pool_size, describe_language, load_tokenizer
+from kanitts.hub import ModelLoadError
+from kanitts.models import (
+    VoiceModel,
+    build_backend,
+    codec_pool_size,
+    describe_language,
+    load_tokenizer,
+    read_kanitts2,
+)
 from kanitts.routing import Route, Router
 from kanitts.synthesis import Synthesis, SynthesisOptions, Synthesizer
 
@@ -35,6 +43,9 @@ class TTSService:
     codec_worker: Any = None
     router: Router | None = None
     synthesizer: Synthesizer | None = None
+    #: KaniTTS-2 voice cloning (:class:`kanitts.cloning.VoiceCloning`): built at start only
+    #: when a KaniTTS-2 model is loaded; None otherwise.
+    cloning: Any = None
     ready: bool = False
     error: str | None = None
 
@@ -50,6 +61,7 @@ class TTSService:
             share = 1.0 / max(1, len(langs))
             for code in langs:
                 await self._load_language(code, share)
+            await self._load_cloning()
             detector = None
             if len(self.models) > 1:
                 from kanitts.text import LanguageDetector
@@ -98,6 +110,21 @@ class TTSService:
         if graphs:
             logger.info("codec: %d CUDA graphs captured (%s)", graphs, dtype)
 
+    async def _load_cloning(self) -> None:
+        """The speaker encoder and voice store, when a KaniTTS-2 model is loaded."""
+        dims = {m.speaker_dim for m in self.models.values() if m.speaker_dim is not None}
+        if not dims:
+            return
+        if len(dims) > 1:
+            raise ModelLoadError(f"the KaniTTS-2 models take speaker embeddings of different sizes {sorted(dims)}")
+        from kanitts.cloning import build_voice_cloning
+
+        self.cloning = await asyncio.to_thread(build_voice_cloning, self.settings, dims.pop())
+
+    def cloning_languages(self) -> list[str]:
+        """Languages served by a KaniTTS-2 model (those that take cloned voices)."""
+        return [code for code, m in self.models.items() if m.clones_voices]
+
     async def _load_language(self, code: str, share: float) -> None:
         cfg = self.settings.languages[code]
         st = self.status[code]
@@ -105,6 +132,7 @@ class TTSService:
         try:
             path, voices, default = await asyncio.to_thread(describe_language, code, cfg)
             tokenizer = await asyncio.to_thread(load_tokenizer, path)
+            speaker_dim, tags = await asyncio.to_thread(read_kanitts2, path)
             backend = build_backend(self.settings, path, share=share)
             await backend.start()
         except Exception as exc:
@@ -120,6 +148,8 @@ class TTSService:
             voices=voices,
             default_voice=default,
             template=cfg.template or DEFAULT_TEMPLATE,
+            speaker_dim=speaker_dim,
+            language_tags=tags,
         )
         st.state = "ready"
 
@@ -161,9 +191,9 @@ class TTSService:
                 setattr(opts, k, v)
         return opts
 
-    def route(self, text: str, voice: str | None, language: str | None) -> Route:
+    def route(self, text: str, voice: str | None, language: str | None, among: list[str] | None = None) -> Route:
         assert self.router is not None
-        return self.router.route(text, voice, language)
+        return self.router.route(text, voice, language, among)
 
     def synthesize(self, route: Route, text: str, opts: SynthesisOptions, request_id: str = "") -> Synthesis:
         assert self.synthesizer is not None

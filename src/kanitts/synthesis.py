@@ -62,6 +62,9 @@ class SynthesisOptions:
     max_silence_seconds: float = 1.5
     #: Bound each chunk's tokens by its text length (runaway protection).
     length_bound: bool = True
+    #: KaniTTS-2: the request's speaker embedding (a cloned or blended voice), given to
+    #: every chunk's generation; None for v1 models and voiceless requests.
+    speaker_embedding: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -292,6 +295,7 @@ class Synthesizer:
                 min_tokens=min(opts.min_tokens, max_tokens),
                 seed=None if opts.seed is None else opts.seed + index,
                 constrained=opts.constrained,
+                speaker_embedding=opts.speaker_embedding,
             )
             synth.usage.input_tokens += len(prompt)
             parser = FrameParser()

@@ -25,6 +25,7 @@ from kanitts.server.errors import install_error_handlers
 from kanitts.server.request_id import RequestIdMiddleware
 from kanitts.server.routes import router
 from kanitts.server.speech import Speaker
+from kanitts.server.voices_routes import FORM_OVERHEAD_BYTES, voices_router
 from kanitts.service import TTSService
 
 logger = logging.getLogger(__name__)
@@ -93,10 +94,14 @@ def create_app(
     from kanitts.server.playground import install_playground
     from kanitts.server.security import install_security
 
-    install_security(app, settings)
+    # the voice upload carries an audio file: its own body cap (voices.max_upload_bytes + form)
+    body_caps = {"/v1/audio/voices": max(settings.server.max_body_bytes,
+                                         settings.voices.max_upload_bytes + FORM_OVERHEAD_BYTES)}
+    install_security(app, settings, body_caps)
     install_metrics(app, svc)
     install_playground(app)
 
-    app.add_middleware(RequestIdMiddleware, max_body_bytes=settings.server.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware, max_body_bytes=settings.server.max_body_bytes, body_caps=body_caps)
     app.include_router(router)
+    app.include_router(voices_router)
     return app

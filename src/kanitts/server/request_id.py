@@ -14,9 +14,11 @@ class RequestIdMiddleware:
     copies every streamed body chunk through an extra memory stream, measurable at hundreds
     of concurrent streams (scripts/loop_overhead.py)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, body_caps: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        #: Exact paths with their own cap (the voice upload takes audio files).
+        self.body_caps = dict(body_caps or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -27,13 +29,14 @@ class RequestIdMiddleware:
         rid = "".join(ch for ch in raw if 32 < ord(ch) < 127)[:128] or uuid.uuid4().hex[:16]
         scope.setdefault("state", {})["request_id"] = rid
         length = headers.get(b"content-length")
+        cap = self.body_caps.get(scope.get("path", ""), self.max_body_bytes)
         if length is not None:
             try:
-                too_big = int(length) > self.max_body_bytes
+                too_big = int(length) > cap
             except ValueError:
                 too_big = True
             if too_big:
-                response = error_response(413, f"request body larger than {self.max_body_bytes} bytes",
+                response = error_response(413, f"request body larger than {cap} bytes",
                                           headers={"X-Request-Id": rid})
                 await response(scope, receive, send)
                 return

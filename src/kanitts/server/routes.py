@@ -16,6 +16,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from kanitts.config import Settings
 from kanitts.server.schemas import OPENAI_TTS_MODELS, SpeechRequest
 from kanitts.server.speech import Speaker
+from kanitts.server.voice_choice import requester_of
+from kanitts.server.voices_routes import custom_voice_list
 from kanitts.service import TTSService
 
 router = APIRouter()
@@ -83,7 +85,8 @@ async def models(svc: Service) -> dict[str, Any]:
 
 
 @router.get("/v1/audio/voices")
-async def voices(svc: Service, settings: Annotated[Settings, Depends(get_settings)]) -> dict[str, Any]:
+async def voices(request: Request, svc: Service,
+                 settings: Annotated[Settings, Depends(get_settings)]) -> dict[str, Any]:
     langs = {
         code: {"model": m.model_id, "voices": m.voices, "default_voice": m.default_voice}
         for code, m in svc.models.items()
@@ -96,6 +99,8 @@ async def voices(svc: Service, settings: Annotated[Settings, Depends(get_setting
         "languages": langs,
         "default_language": svc.router.default_language if svc.router else settings.default_language,
         "aliases": sorted(settings.voice_aliases),
+        # KaniTTS-2: the caller's custom voices, shared and pre-loaded ones (voices_routes)
+        "custom": custom_voice_list(request),
     }
 
 
@@ -107,7 +112,7 @@ async def speech(
     """One file, a streamed file (``stream_format="audio"``) or SSE events; errors are
     OpenAI's JSON (see :mod:`kanitts.server.speech` for which and when)."""
     t_arrival = time.perf_counter()
-    result = await speaker.speak(body, request.state.request_id, t_arrival)
+    result = await speaker.speak(body, request.state.request_id, t_arrival, who=requester_of(request))
     if result.stream_format is None:
         audio = await result.audio()
         return Response(audio.data, media_type=result.media_type, headers=result.headers)

@@ -11,6 +11,14 @@ from kanitts.audio import MAX_SPEED, MIN_SPEED, AudioFormat
 OPENAI_TTS_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 
 
+class VoiceRef(BaseModel):
+    """``voice: {"id": "voice_..."}``: a custom voice by id (OpenAI's custom-voice shape)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(..., min_length=1, max_length=128)
+
+
 class SpeechRequest(BaseModel):
     """``POST /v1/audio/speech``. Unknown fields are ignored, as OpenAI does."""
 
@@ -18,7 +26,9 @@ class SpeechRequest(BaseModel):
 
     model: str | None = Field(None, description="tts-1, tts-1-hd, gpt-4o-mini-tts or a loaded model id")
     input: str = Field(..., description="Text to speak")
-    voice: str | None = Field(None, description="A voice of a loaded model, or an OpenAI voice name")
+    voice: str | VoiceRef | None = Field(
+        None, description="A voice of a loaded model, an OpenAI voice name, a custom voice's name or "
+        "{\"id\": ...}, or a blend \"alice(0.7)+bob(0.3)\"")
     response_format: AudioFormat | None = None
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
     instructions: str | None = Field(None, description="Accepted for compatibility; ignored")

@@ -94,6 +94,12 @@ class KeyChecker:
         return ok
 
 
+def key_id(token: bytes) -> str:
+    """A stable, non-secret id of an API key (``key:`` + 16 hex digits of its SHA-256): the
+    per-client identity of the limits and the owner of the custom voices it creates."""
+    return "key:" + hashlib.sha256(token).hexdigest()[:16]
+
+
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     for name, value in headers:
         if name.lower() == b"authorization":
@@ -173,6 +179,7 @@ class SecurityMiddleware:
         max_streams_per_client: int = 0,
         max_body_bytes: int = 1_000_000,
         stats: dict[str, int] | None = None,
+        body_caps: dict[str, int] | None = None,
     ) -> None:
         self.app = app
         self.keys = KeyChecker(keys)
@@ -180,6 +187,8 @@ class SecurityMiddleware:
         self.rate = SlidingWindow(rate_limit_per_minute) if rate_limit_per_minute > 0 else None
         self.max_streams = max_streams_per_client
         self.max_body = max_body_bytes
+        #: Exact paths with their own body cap (the voice upload).
+        self.body_caps = dict(body_caps or {})
         self.active: dict[str, int] = {}
         #: Rejection counters (read by the metrics collector).
         self.stats = stats if stats is not None else {}
@@ -213,7 +222,7 @@ class SecurityMiddleware:
                     message, code = "incorrect API key provided", "invalid_api_key"
                 await send_error(send, 401, message, code=code, headers={"WWW-Authenticate": "Bearer"})
                 return
-            client = "key:" + hashlib.sha256(token).hexdigest()[:16]
+            client = key_id(token)
         else:
             peer = scope.get("client")
             client = "ip:" + (peer[0] if peer else "unknown")
@@ -268,10 +277,11 @@ class SecurityMiddleware:
 
         try:
             if method in _BODY_METHODS and not _has_header(scope, b"content-length"):
-                body, too_big, disconnected = await _read_capped(receive, self.max_body)
+                cap = self.body_caps.get(path, self.max_body)
+                body, too_big, disconnected = await _read_capped(receive, cap)
                 if too_big:
                     self._count("body_too_large")
-                    await send_error(send, 413, f"request body larger than {self.max_body} bytes",
+                    await send_error(send, 413, f"request body larger than {cap} bytes",
                                      code="body_too_large", headers={"Connection": "close"})
                     return
                 if disconnected:
@@ -316,8 +326,10 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def install_security(app: Any, settings: Any) -> SecurityMiddleware | None:
-    """Add CORS and :class:`SecurityMiddleware` to ``app`` from ``settings``; log the posture."""
+def install_security(app: Any, settings: Any, body_caps: dict[str, int] | None = None) -> SecurityMiddleware | None:
+    """Add CORS and :class:`SecurityMiddleware` to ``app`` from ``settings``; log the posture.
+    ``body_caps``: exact paths with their own body cap. Sets ``app.state.auth_enabled`` and
+    ``app.state.admin_key_ids`` (:func:`key_id` of each ``admin_api_keys`` entry)."""
     sec = settings.security
     keys = settings.all_api_keys()
     host = settings.server.host
@@ -331,6 +343,7 @@ def install_security(app: Any, settings: Any) -> SecurityMiddleware | None:
         max_streams_per_client=int(getattr(sec, "max_streams_per_client", 0) or 0),
         max_body_bytes=int(settings.server.max_body_bytes),
         stats=stats,
+        body_caps=body_caps,
     )
     origins = [o.rstrip("/") if o != "*" else o for o in getattr(sec, "cors_origins", [])]
     if origins:
@@ -346,6 +359,7 @@ def install_security(app: Any, settings: Any) -> SecurityMiddleware | None:
             max_age=600,
         )
     app.state.auth_enabled = bool(keys)
+    app.state.admin_key_ids = frozenset(key_id(k.encode()) for k in getattr(settings, "admin_api_keys", []) if k)
     if keys:
         logger.info("API keys on (%d configured); open routes: %s", len(set(keys)),
                     ", ".join(getattr(sec, "open_routes", [])) or "none")

@@ -8,7 +8,9 @@ in this order, and answers bad input with :class:`APIError` (OpenAI's error shap
 2. ``input`` is not blank (400 ``empty_input``) and not over ``max_input_chars``
    (400 ``input_too_long``);
 3. ``model`` is an OpenAI TTS name or a loaded model (400 ``model_not_found``);
-4. the route: model, language and voice (400 ``invalid_voice`` / ``invalid_language``);
+4. the voice (built-in, custom by name or ``{"id"}``, or a blend:
+   :mod:`kanitts.server.voice_choice`) and the route: model, language and voice
+   (400 ``invalid_voice`` / ``invalid_language``);
 5. the response format (``response_format``, else ``pcm`` for SSE, else the default);
 6. the synthesis options (configured defaults, then the request's own values);
 7. the text plan: at least one chunk with speakable text (400 ``empty_input``);
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -39,9 +42,11 @@ from kanitts.routing import Route, RoutingError
 from kanitts.server.admission import Admission, Slot
 from kanitts.server.errors import APIError
 from kanitts.server.schemas import OPENAI_TTS_MODELS, SpeechRequest
+from kanitts.server.voice_choice import choose_voice, configured_embedding
 from kanitts.service import TTSService
 from kanitts.synthesis import Synthesis, SynthesisError, collect
 from kanitts.tokens import SAMPLE_RATE
+from kanitts.voices import Requester
 
 logger = logging.getLogger(__name__)
 
@@ -245,12 +250,15 @@ class Speaker:
         self.on_stream = on_stream
         self.on_finish = on_finish
 
-    async def speak(self, request: SpeechRequest, request_id: str = "", t0: float | None = None) -> Speech:
+    async def speak(self, request: SpeechRequest, request_id: str = "", t0: float | None = None,
+                    who: Requester | None = None) -> Speech:
         """Validate, route and plan ``request``, then take an admission slot.
 
         ``t0`` is the arrival time (``time.perf_counter()``; now when omitted), the origin of
-        the logged latencies. Raises :class:`APIError` for anything the client must fix or
-        retry; no audio is generated until the returned body is consumed."""
+        the logged latencies; ``who`` the caller, whose custom voices it may use
+        (:mod:`kanitts.server.voice_choice`; default: keys off). Raises :class:`APIError`
+        for anything the client must fix or retry; no audio is generated until the returned
+        body is consumed."""
         t0 = time.perf_counter() if t0 is None else t0
         svc = self.service
         if not svc.ready:
@@ -263,10 +271,16 @@ class Speaker:
             raise APIError(400, f"input is longer than {self.max_input_chars} characters",
                            param="input", code="input_too_long")
         self._check_model(request.model)
+        choice = choose_voice(svc, request.voice, who or Requester(), svc.settings.server.unknown_voice)
         try:
-            route = svc.route(text, request.voice, request.language)
+            route = svc.route(text, choice.router_voice, request.language, choice.among)
         except RoutingError as exc:
             raise APIError(400, str(exc), param=exc.param, code=f"invalid_{exc.param}") from None
+        embedding = choice.embedding
+        if embedding is not None:
+            route = dataclasses.replace(route, voice=choice.label)
+        else:
+            embedding = configured_embedding(svc, route, who or Requester())
         fmt: AudioFormat = request.response_format or self.default_format
         if request.stream_format == "sse" and request.response_format is None:
             fmt = "pcm"
@@ -284,6 +298,8 @@ class Speaker:
         )
         if request.min_tokens is not None:
             opts.length_bound = False
+        if embedding is not None:
+            opts.speaker_embedding = tuple(embedding.tolist())
         synth = svc.synthesize(route, text, opts, request_id)  # plans only; audio starts when iterated
         if not any(chunk.text.strip() for chunk in synth.chunks):
             raise APIError(400, "input contains no speakable text", param="input", code="empty_input")

@@ -2,7 +2,7 @@
 
 Anything PyAV (FFmpeg) decodes is accepted: wav, mp3, flac, ogg/opus, m4a/aac, webm and
 more. The first audio stream is decoded, resampled by PyAV's resampler to
-:data:`~kanitts.speaker.encoder.SPEAKER_SAMPLE_RATE` float32 and averaged over channels
+:data:`~kanitts.speaker.constants.SPEAKER_SAMPLE_RATE` float32 and averaged over channels
 (mono). Input that is too large, undecodable, too short, too long or silent raises
 :class:`ReferenceAudioError`, whose ``code`` says which and whose message is
 user-facing (the API layer answers it with a 400).
@@ -22,7 +22,7 @@ from typing import Literal
 import av
 import numpy as np
 
-from kanitts.speaker.encoder import SPEAKER_SAMPLE_RATE
+from kanitts.speaker.constants import SPEAKER_SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 

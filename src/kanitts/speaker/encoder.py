@@ -23,14 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import WavLMConfig, WavLMModel
 
+from kanitts.speaker.constants import DEFAULT_EMBEDDING_DIM, DEFAULT_SPEAKER_ENCODER, SPEAKER_SAMPLE_RATE
+
 logger = logging.getLogger(__name__)
 
-#: Sample rate the encoder expects (Hz).
-SPEAKER_SAMPLE_RATE = 16000
-#: Hub id of the real encoder used by KaniTTS-2.
-DEFAULT_SPEAKER_ENCODER = "nineninesix/speaker-emb-tbr"
-#: Embedding size when a config does not say (the real encoder's).
-DEFAULT_EMBEDDING_DIM = 128
+__all__ = ["DEFAULT_EMBEDDING_DIM", "DEFAULT_SPEAKER_ENCODER", "SPEAKER_SAMPLE_RATE", "SpeakerEncoder", "embedding_dim"]
 #: Width of the first projection when a config does not say (the real encoder's).
 DEFAULT_TOP_INTERM_SIZE = 512
 _BATCH_NORM_EPS = 1e-3
