@@ -76,7 +76,7 @@ def test_public_bind_without_keys_warns(caplog, tiny_model, tiny_codec):
     from kanitts.server.app import create_app
 
     with caplog.at_level(logging.WARNING, logger="kanitts.server.security"):
-        create_app(tiny_settings(tiny_model, tiny_codec, server={"host": "0.0.0.0"}))
+        create_app(tiny_settings(tiny_model, tiny_codec, server={"host": "0.0.0.0", "insecure": True}))
     assert any("WITHOUT API keys" in r.getMessage() for r in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="kanitts.server.security"):

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(serve)
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 32855)")
+    serve.add_argument("--insecure", action="store_true", default=None,
+                       help="allow a non-loopback --host without API keys (default: refuse to start)")
     _add_engine(serve)
 
     say = sub.add_parser("say", help="synthesize text to an audio file")
@@ -118,7 +120,7 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
             "stream_interval": g("stream_interval"),
             "warmup": g("warmup"),
         },
-        "server": {"host": g("host"), "port": g("port")},
+        "server": {"host": g("host"), "port": g("port"), "insecure": g("insecure")},
     }
     if g("language"):
         out["default_language"] = g("language")

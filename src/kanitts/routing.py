@@ -10,6 +10,10 @@ Rules, in order:
    alias, then the language's default voice when none was asked for.
 4. A voice that no loaded model has and that is no alias is an error listing the valid
    voices, unless ``unknown_voice = "default"`` makes it fall back to the default voice.
+
+Voice and alias names are case-insensitive (``Andrew`` is ``andrew``; training lowercases
+speaker ids); the route carries the voice as the model spells it. ``among`` restricts all
+of this to some languages (the request named a model serving only those).
 """
 
 from __future__ import annotations
@@ -100,8 +104,38 @@ class Router:
             "voice",
         )
 
-    def route(self, text: str, voice: str | None = None, language: str | None = None) -> Route:
-        voice = voice.strip() if voice else None
+    def _canonical(self, voice: str) -> str:
+        """``voice`` as a loaded model spells it (case-insensitive match), else unchanged."""
+        if any(voice in m.voices for m in self.models.values()):
+            return voice
+        low = voice.lower()
+        for m in self.models.values():
+            for v in m.voices:
+                if v.lower() == low:
+                    return v
+        return voice
+
+    def restricted(self, languages: list[str]) -> "Router":
+        """The same rules over only ``languages`` (each must be loaded)."""
+        models = {code: self.models[code] for code in languages}
+        return Router(models, self.default_language, self.aliases, self.detector, self.unknown_voice)
+
+    def route(
+        self,
+        text: str,
+        voice: str | None = None,
+        language: str | None = None,
+        among: list[str] | None = None,
+    ) -> Route:
+        """Raises :class:`RoutingError` (``param`` ``voice`` or ``language``)."""
+        if among is not None and set(among) != set(self.models):
+            if language and language.strip().lower() in self.models and language.strip().lower() not in among:
+                raise RoutingError(
+                    f"language {language!r} is not served by the requested model (it serves: {', '.join(among)})",
+                    "language",
+                )
+            return self.restricted(among).route(text, voice, language)
+        voice = self._canonical(voice.strip()) if voice and voice.strip() else None
         if language:
             lang = language.strip().lower()
             if lang not in self.models:

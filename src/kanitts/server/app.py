@@ -82,6 +82,7 @@ def create_app(
     state.speaker = Speaker(
         svc,
         default_format=settings.server.default_response_format,
+        pcm_rate=settings.server.pcm_sample_rate,
         max_input_chars=settings.server.max_input_chars,
         admission=admission,
         on_stream=count_stream,

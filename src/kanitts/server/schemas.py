@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kanitts.audio import MAX_SPEED, MIN_SPEED, AudioFormat
+from kanitts.audio import MAX_SAMPLE_RATE, MAX_SPEED, MIN_SAMPLE_RATE, MIN_SPEED, AudioFormat
 
 OPENAI_TTS_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 
@@ -18,7 +18,9 @@ class SpeechRequest(BaseModel):
 
     model: str | None = Field(None, description="tts-1, tts-1-hd, gpt-4o-mini-tts or a loaded model id")
     input: str = Field(..., description="Text to speak")
-    voice: str | None = Field(None, description="A voice of a loaded model, or an OpenAI voice name")
+    voice: str | None = Field(
+        None, description='A voice of a loaded model or an OpenAI voice name (any case), or {"id": "..."}'
+    )
     response_format: AudioFormat | None = None
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
     instructions: str | None = Field(None, description="Accepted for compatibility; ignored")
@@ -34,4 +36,18 @@ class SpeechRequest(BaseModel):
     silence_duration: float | None = Field(None, ge=0.0, le=5.0)
     language: str | None = Field(None, max_length=16)
     normalize: bool | None = None
+    sample_rate: int | None = Field(
+        None, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE,
+        description="Output rate in Hz (default: 24000 for pcm and SSE, the model's 22050 otherwise)",
+    )
+
+    @field_validator("voice", mode="before")
+    @classmethod
+    def _voice_object(cls, v: Any) -> Any:
+        """OpenAI's custom-voice shape ``{"id": "..."}`` names the voice by its id."""
+        if isinstance(v, dict):
+            if set(v) != {"id"} or not isinstance(v["id"], str):
+                raise ValueError('a voice object must be {"id": "<voice name>"}')
+            return v["id"]
+        return v
 
