@@ -181,7 +181,9 @@ async def test_chunked_body_cap(tiny_model, tiny_codec):
 def keyed(tiny_model, tiny_codec):
     from kanitts.server.app import create_app
 
-    settings = tiny_settings(tiny_model, tiny_codec, api_keys=KEYS, security={"max_streams_per_client": 1})
+    # open_routes without the two list routes (open by default): they then need a key too.
+    settings = tiny_settings(tiny_model, tiny_codec, api_keys=KEYS,
+                             security={"max_streams_per_client": 1, "open_routes": ["/health", "/ready", "/metrics"]})
     with LiveServer(create_app(settings)) as srv:
         yield srv
 

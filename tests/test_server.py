@@ -18,7 +18,7 @@ import pytest
 from conftest import LiveServer, tiny_settings
 
 FORMATS = ["mp3", "opus", "aac", "flac", "wav", "pcm"]
-SHORT = {"max_tokens": 42, "seed": 7}  # 10 frames = 0.8 s of audio
+SHORT = {"max_tokens": 42, "seed": 7, "sample_rate": 22050}  # 10 frames = 0.8 s of audio, native rate
 FRAME = 1764
 
 
