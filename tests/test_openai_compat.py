@@ -223,3 +223,46 @@ def test_json_body_without_json_content_type_says_so(live_server, ctype):
     err = r.json()["error"]
     assert err["code"] == "unsupported_media_type" and "Content-Type" in err["message"]
     assert "application/json" in err["message"]
+
+
+# -- one engine per model ---------------------------------------------------------------------------------
+def test_one_backend_for_two_languages_of_one_model(tiny_model, tiny_codec):
+    settings = tiny_settings(tiny_model, tiny_codec, multi_language=True,
+                             languages={"en": {"model": tiny_model}, "es": {"model": tiny_model}})
+    with LiveServer(settings) as srv:
+        svc = srv.service
+        assert len(svc.backends) == 1 and svc.models["en"].backend is svc.models["es"].backend
+        health = httpx.get(srv.url + "/health").json()["models"]
+        assert health["en"]["state"] == health["es"]["state"] == "ready"
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            for lang in ("en", "es"):
+                r = c.post("/v1/audio/speech", json={"input": "Hola.", "language": lang, "response_format": "pcm",
+                                                     "max_tokens": 8})
+                assert r.status_code == 200 and r.headers["x-kanitts-language"] == lang
+            # the model names both languages: "language" still picks among them
+            r = c.post("/v1/audio/speech", json={"model": "model", "input": "Hi.", "language": "es",
+                                                 "response_format": "pcm", "max_tokens": 8})
+            assert r.status_code == 200 and r.headers["x-kanitts-language"] == "es"
+        assert httpx.get(srv.url + "/v1/audio/models").json()["models"].count({"id": "model"}) == 1
+    assert svc.models["en"].backend.stats.active_requests == 0
+
+
+# -- a non-loopback bind without keys -------------------------------------------------------------------------
+def test_serve_refuses_a_public_bind_without_keys(tiny_model, tiny_codec):
+    import subprocess
+    import sys
+
+    from _liveserver import free_port
+
+    cmd = [sys.executable, "-m", "kanitts.cli", "serve", "--model", tiny_model, "--codec", tiny_codec,
+           "--backend", "torch", "--device", "cpu", "--host", "0.0.0.0", "--port", str(free_port())]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_env_without_keys())
+    assert proc.returncode != 0
+    assert "refusing to listen on 0.0.0.0 without API keys" in proc.stderr and "--insecure" in proc.stderr
+    assert "Traceback" not in proc.stderr and "listening on" not in proc.stderr
+
+
+def _env_without_keys() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("KANITTS_")}
