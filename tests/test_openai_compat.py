@@ -266,3 +266,55 @@ def _env_without_keys() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("KANITTS_")}
+
+
+# -- shutdown with streams in flight ---------------------------------------------------------------------------
+def test_shutdown_ends_streams_in_flight_cleanly(tiny_model, tiny_codec, caplog):
+    import logging
+    import threading
+
+    import uvicorn
+
+    from kanitts.server.app import create_app
+    from kanitts.server.shutdown import DrainingServer
+
+    app = create_app(tiny_settings(tiny_model, tiny_codec, server={"graceful_shutdown_seconds": 2}))
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="info", lifespan="on",
+                            timeout_graceful_shutdown=2)
+    server = DrainingServer(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    with caplog.at_level(logging.INFO):
+        thread.start()
+        wait_for(lambda: server.started, what="uvicorn to start")
+        url = "http://127.0.0.1:%d" % server.servers[0].sockets[0].getsockname()[1]
+        wait_for(lambda: httpx.get(url + "/ready").status_code == 200, timeout=120, what="the models")
+        long = {"input": "Hi.", "max_tokens": 8192, "min_tokens": 8192, "response_format": "wav"}
+        results: dict[str, object] = {}
+        started = {"audio": threading.Event(), "sse": threading.Event()}
+
+        def consume(kind: str) -> None:
+            body = dict(long, stream_format=kind)
+            with httpx.stream("POST", url + "/v1/audio/speech", json=body, timeout=60) as r:
+                parts = []
+                for part in r.iter_bytes():
+                    parts.append(part)
+                    started[kind].set()
+                results[kind] = b"".join(parts)  # raises on a truncated chunked body
+
+        clients = [threading.Thread(target=consume, args=(k,)) for k in started]
+        for c in clients:
+            c.start()
+        for event in started.values():
+            assert event.wait(60)
+        server.should_exit = True
+        for c in clients:
+            c.join(60)
+        thread.join(60)
+    assert set(results) == {"audio", "sse"}
+    wav = results["audio"]
+    assert wav[:4] == b"RIFF" and (len(wav) - 44) % 2 == 0 and len(wav) > 44
+    events = [json.loads(line[6:]) for line in results["sse"].decode().splitlines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "error" and "shutting down" in events[-1]["error"]["message"]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Exception in ASGI application" not in logged and "timeout graceful shutdown exceeded" not in logged
+    assert not any(r.exc_info for r in caplog.records)

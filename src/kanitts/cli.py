@@ -274,6 +274,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from kanitts.server.app import create_app
+    from kanitts.server.shutdown import DrainingServer
 
     settings = settings_from_args(args)
     fatal: list[str] = []
@@ -293,7 +294,7 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(settings.server.graceful_shutdown_seconds) or None,
         access_log=False,
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config)  # streams in flight end cleanly at shutdown
     server_box.append(server)
     logger.info("kanitts %s listening on http://%s:%d", __version__, settings.server.host, settings.server.port)
     server.run()

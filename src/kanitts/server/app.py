@@ -24,6 +24,7 @@ from kanitts.server.admission import Admission
 from kanitts.server.errors import install_error_handlers
 from kanitts.server.request_id import RequestIdMiddleware
 from kanitts.server.routes import router
+from kanitts.server.shutdown import Drain
 from kanitts.server.speech import Speaker
 from kanitts.service import TTSService
 
@@ -70,6 +71,8 @@ def create_app(
     state.settings = settings
     state.admission = admission
     state.active_streams = 0
+    #: Started by kanitts.server.shutdown.DrainingServer when shutdown begins.
+    state.drain = Drain(settings.server.graceful_shutdown_seconds)
     #: Callables receiving each finished request's record (metrics, audit); see access_log.
     state.observers = []
 
@@ -87,6 +90,7 @@ def create_app(
         admission=admission,
         on_stream=count_stream,
         on_finish=finish,
+        drain=state.drain,
     )
     install_error_handlers(app)
     # Production layer (issue 8): keys/limits/CORS, Prometheus metrics, web playground.

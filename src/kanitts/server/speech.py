@@ -49,6 +49,7 @@ from kanitts.audio import (
 from kanitts.routing import Route, RoutingError
 from kanitts.server.admission import Admission, Slot
 from kanitts.server.errors import APIError
+from kanitts.server.shutdown import Drain
 from kanitts.server.schemas import OPENAI_TTS_MODELS, SpeechRequest
 from kanitts.service import TTSService
 from kanitts.synthesis import Synthesis, SynthesisError, collect
@@ -98,6 +99,7 @@ class Speech:
         slot: Slot | None,
         on_stream: StreamHook | None,
         on_finish: FinishHook | None,
+        drain: Drain | None = None,
     ) -> None:
         self.request = request
         self.route = route
@@ -109,6 +111,9 @@ class Speech:
         self._slot = slot
         self._on_stream = on_stream
         self._on_finish = on_finish
+        self._drain = drain
+        #: True when server shutdown cut the audio short (see :mod:`kanitts.server.shutdown`).
+        self.cut = False
 
     # -- response metadata ----------------------------------------------------------------
     @property
@@ -141,8 +146,13 @@ class Speech:
     def pcm(self) -> AsyncIterator[np.ndarray]:
         """Mono float32 PCM chunks at ``rate`` Hz, tempo-changed by ``speed`` (at the
         model's rate, then resampled by one streaming resampler for the whole request)."""
-        return resample_stream(apply_speed(self.synthesis.pcm(), self.request.speed, SAMPLE_RATE),
-                               SAMPLE_RATE, self.rate)
+        pcm = self.synthesis.pcm()
+        if self._drain is not None:
+            pcm = self._drain.guard(pcm, self._cut)
+        return resample_stream(apply_speed(pcm, self.request.speed, SAMPLE_RATE), SAMPLE_RATE, self.rate)
+
+    def _cut(self) -> None:
+        self.cut = True
 
     async def audio(self) -> SpeechAudio:
         """The whole clip as one encoded file (the encoder runs in a worker thread).
@@ -152,6 +162,10 @@ class Speech:
         cancelled, e.g. the client disconnected)."""
         try:
             pcm = await collect(self.pcm())
+            if self.cut:
+                self._finish("cancelled", None)
+                raise APIError(503, "the server is shutting down; retry on another replica or later",
+                               code="server_shutting_down", headers={"Retry-After": "5"})
             data = await asyncio.to_thread(encode_all, pcm, self.fmt, self.rate)
         except SynthesisError as exc:
             self._finish("error", None)
@@ -190,8 +204,13 @@ class Speech:
                 if ttfa is None:
                     ttfa = time.perf_counter() - self.t0
                 yield wrap(data)
-            status = "ok"
-            tail = done(self.synthesis)
+            if self.cut:  # shutdown: the body ends properly, short
+                status = "cancelled"
+                logger.warning("request %s: ended early, the server is shutting down", self.request_id)
+                tail = fail("the server is shutting down")
+            else:
+                status = "ok"
+                tail = done(self.synthesis)
             if tail:
                 yield tail
         except SynthesisError as exc:
@@ -250,7 +269,8 @@ class Speaker:
     output rate (Hz) of pcm and SSE audio without ``sample_rate``; ``max_input_chars``
     (``None``: no limit) caps ``input``; ``admission`` bounds concurrent syntheses (``None``:
     unbounded, e.g. the CLI); ``on_stream`` / ``on_finish`` observe streams and finished
-    requests (the server's gauge and access log).
+    requests (the server's gauge and access log); ``drain`` ends requests cleanly at
+    shutdown (:mod:`kanitts.server.shutdown`).
     """
 
     def __init__(
@@ -263,6 +283,7 @@ class Speaker:
         admission: Admission | None = None,
         on_stream: StreamHook | None = None,
         on_finish: FinishHook | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.service = service
         self.default_format = default_format
@@ -271,6 +292,7 @@ class Speaker:
         self.admission = admission
         self.on_stream = on_stream
         self.on_finish = on_finish
+        self.drain = drain
 
     async def speak(self, request: SpeechRequest, request_id: str = "", t0: float | None = None) -> Speech:
         """Validate, route and plan ``request``, then take an admission slot.
@@ -318,7 +340,7 @@ class Speaker:
             raise APIError(400, "input contains no speakable text", param="input", code="empty_input")
         slot = await self.admission.acquire() if self.admission is not None else None  # 429/503 when full
         return Speech(request, route, fmt, synth, rate=rate, request_id=request_id, t0=t0, slot=slot,
-                      on_stream=self.on_stream, on_finish=self.on_finish)
+                      on_stream=self.on_stream, on_finish=self.on_finish, drain=self.drain)
 
     def _model_languages(self, name: str | None) -> list[str] | None:
         """The languages the request's ``model`` restricts routing to: ``None`` (all) for
