@@ -164,7 +164,7 @@ class _Backend:
 
 
 class _SilentDecoder:
-    async def decode(self, frames):
+    async def decode(self, frames, **_options):
         async for batch in frames:
             yield np.zeros(1764 * len(batch), dtype=np.float32)
 

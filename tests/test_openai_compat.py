@@ -318,3 +318,57 @@ def test_shutdown_ends_streams_in_flight_cleanly(tiny_model, tiny_codec, caplog)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "Exception in ASGI application" not in logged and "timeout graceful shutdown exceeded" not in logged
     assert not any(r.exc_info for r in caplog.records)
+
+
+# -- seed: the same bytes every time, over HTTP as in `kanitts say` --------------------------------------------
+def test_fixed_codec_chunks_do_not_depend_on_arrival_timing(tiny_codec):
+    import asyncio
+
+    from kanitts.codec import CodecWorker, NanoCodec
+
+    codec = NanoCodec.from_pretrained(tiny_codec, device="cpu")
+    frames = np.random.default_rng(0).integers(0, codec.codebook_size, (30, 4)).tolist()
+
+    async def decode(worker: CodecWorker, splits: list[int], fixed: bool) -> tuple[np.ndarray, list[int]]:
+        async def gen():
+            i = 0
+            for n in splits:
+                yield frames[i:i + n]
+                i += n
+                # a slow producer: unfixed, the worker would decode whatever is pending now
+                # (the assertions below hold whatever the timing; the pause only varies it)
+                await asyncio.sleep(0.05)
+        out = [c async for c in worker.decode(gen(), fixed_chunks=fixed)]
+        return np.concatenate(out), [c.size // codec.samples_per_frame for c in out]
+
+    async def run() -> None:
+        worker = CodecWorker(codec, max_streams=2, first_chunk_frames=1, chunk_frames=8)
+        try:
+            burst, burst_sizes = await decode(worker, [30], True)
+            trickle, trickle_sizes = await decode(worker, [1, 2, 3, 1, 5, 2, 3, 4, 1, 1, 7], True)
+            assert burst_sizes == trickle_sizes == [1, 8, 8, 8, 5]
+            assert np.array_equal(burst, trickle)
+        finally:
+            await worker.aclose()
+
+    asyncio.run(run())
+
+
+def test_seed_gives_identical_bytes_over_http_and_in_say(live_server, tiny_model, tiny_codec, tmp_path):
+    import subprocess
+    import sys
+
+    body = {"input": "Hello world.", "voice": "andrew", "seed": 5, "max_tokens": 42, "response_format": "wav",
+            "sample_rate": 22050}
+    with httpx.Client(base_url=live_server.url, timeout=120) as c:
+        plain = [c.post("/v1/audio/speech", json=body).content for _ in range(3)]
+        streamed = [c.post("/v1/audio/speech", json={**body, "response_format": "pcm", "stream_format": "audio"}).content
+                    for _ in range(2)]
+    assert plain[0][:4] == b"RIFF" and plain[0] == plain[1] == plain[2]
+    assert streamed[0] == streamed[1] == plain[0][44:]  # the same samples, streamed
+    out = tmp_path / "say.wav"
+    proc = subprocess.run([sys.executable, "-m", "kanitts.cli", "say", "Hello world.", "-o", str(out), "--seed", "5",
+                           "--max-tokens", "42", "--model", tiny_model, "--codec", tiny_codec, "--backend", "torch",
+                           "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == plain[0]
