@@ -347,7 +347,7 @@ def test_graceful_shutdown_finishes_streams_in_flight(tiny_model, tiny_codec, tm
         received = b""
         with httpx.stream("POST", url + "/v1/audio/speech", timeout=60,
                           json={"input": "Hello.", "max_tokens": 202, "min_tokens": 202, "seed": 1,
-                                "response_format": "pcm", "stream_format": "audio"}) as r:
+                                "response_format": "pcm", "stream_format": "audio", "sample_rate": 22050}) as r:
             for chunk in r.iter_bytes():
                 if not received:
                     proc.send_signal(signal.SIGTERM)
