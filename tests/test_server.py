@@ -57,7 +57,8 @@ def test_health_and_discovery(live_server):
     ids = [m["id"] for m in models["data"]]
     assert models["object"] == "list" and "tts-1" in ids and live_server.service.models["en"].model_id in ids
     voices = httpx.get(live_server.url + "/v1/audio/voices").json()
-    assert voices["voices"] == ["andrew", "katie"]
+    assert voices["voice_names"] == ["andrew", "katie"]  # "voices" is Open-WebUI's [{"id", "name"}] now
+    assert [v["id"] for v in voices["voices"]][:2] == ["andrew", "katie"]
     assert voices["languages"]["en"]["default_voice"] == "andrew"
 
 
