@@ -55,7 +55,7 @@ def test_health_and_discovery(live_server):
     assert httpx.get(live_server.url + "/ready").status_code == 200
     models = httpx.get(live_server.url + "/v1/models").json()
     ids = [m["id"] for m in models["data"]]
-    assert models["object"] == "list" and "tts-1" in ids and live_server.service.models["en"].model_id in ids
+    assert models["object"] == "list" and "tts-1" in ids and live_server.service.models["en"].name in ids
     voices = httpx.get(live_server.url + "/v1/audio/voices").json()
     assert voices["voice_names"] == ["andrew", "katie"]  # "voices" is Open-WebUI's [{"id", "name"}] now
     assert [v["id"] for v in voices["voices"]][:2] == ["andrew", "katie"]
