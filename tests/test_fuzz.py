@@ -23,6 +23,8 @@ import httpx
 import pytest
 from _liveserver import LiveServer, tiny_settings
 
+from kanitts.config import ServerConfig
+
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -207,7 +209,7 @@ def check_response(case: dict, status: int, headers: httpx.Headers | dict, conte
             events = [json.loads(line[6:]) for line in content.decode().splitlines() if line.startswith("data: ")]
             assert events and events[-1]["type"] in ("speech.audio.done", "error")
             return
-        fmt = body.get("response_format") or "wav"
+        fmt = body.get("response_format") or ServerConfig().default_response_format
         check_audio(fmt, content)
         STATS["audio"] += 1
         if fmt in ("wav", "pcm") and len(content) <= 44:

@@ -164,7 +164,7 @@ class _Backend:
 
 
 class _SilentDecoder:
-    async def decode(self, frames):
+    async def decode(self, frames, **_options):
         async for batch in frames:
             yield np.zeros(1764 * len(batch), dtype=np.float32)
 
@@ -228,7 +228,8 @@ def test_long_text_streams_with_exact_silence_over_http(live_server):
     text = long_text(SENTENCES_ES)
     r = httpx.post(live_server.url + "/v1/audio/speech",
                    json={"input": text, "voice": "andrew", "response_format": "pcm", "stream_format": "audio",
-                         "max_tokens": 26, "seed": 2, "silence_duration": 0.25}, timeout=300)
+                         "max_tokens": 26, "seed": 2, "silence_duration": 0.25,
+                         "sample_rate": 22050}, timeout=300)
     assert r.status_code == 200
     pcm = np.frombuffer(r.content, dtype="<i2")
     runs = [length for _, length in zero_runs(pcm)]

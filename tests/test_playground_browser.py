@@ -71,6 +71,7 @@ def test_playground_streams_and_plays(browser, tiny_model, tiny_codec):
         voices = browser.execute_script(
             "return Array.from(document.querySelectorAll('#voice option')).map(o => o.value)")
         assert "andrew" in voices and "katie" in voices
+        assert browser.execute_script("return document.getElementById('language').value") == ""  # auto-detect
         browser.execute_script("document.getElementById('voice').value = 'katie';"
                                "document.getElementById('text').value = 'Hello there.';")
         browser.find_element("id", "play").click()

@@ -131,7 +131,7 @@ def test_requests_through_the_serve_proxy_use_both_replicas(endpoint):
 
 def test_streaming_through_the_proxy(endpoint):
     body = {"input": "Streaming works.", "voice": "andrew", "response_format": "pcm", "stream_format": "audio",
-            "max_tokens": 80, "seed": 3}
+            "max_tokens": 80, "seed": 3, "sample_rate": p.SAMPLE_RATE}
     chunks = []
     with httpx.stream("POST", f"{endpoint}/v1/audio/speech", json=body, timeout=60) as r:
         assert r.status_code == 200

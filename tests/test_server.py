@@ -18,7 +18,7 @@ import pytest
 from conftest import LiveServer, tiny_settings
 
 FORMATS = ["mp3", "opus", "aac", "flac", "wav", "pcm"]
-SHORT = {"max_tokens": 42, "seed": 7}  # 10 frames = 0.8 s of audio
+SHORT = {"max_tokens": 42, "seed": 7, "sample_rate": 22050}  # 10 frames = 0.8 s of audio, native rate
 FRAME = 1764
 
 
@@ -55,9 +55,10 @@ def test_health_and_discovery(live_server):
     assert httpx.get(live_server.url + "/ready").status_code == 200
     models = httpx.get(live_server.url + "/v1/models").json()
     ids = [m["id"] for m in models["data"]]
-    assert models["object"] == "list" and "tts-1" in ids and live_server.service.models["en"].model_id in ids
+    assert models["object"] == "list" and "tts-1" in ids and live_server.service.models["en"].name in ids
     voices = httpx.get(live_server.url + "/v1/audio/voices").json()
-    assert voices["voices"] == ["andrew", "katie"]
+    assert voices["voice_names"] == ["andrew", "katie"]  # "voices" is Open-WebUI's [{"id", "name"}] now
+    assert [v["id"] for v in voices["voices"]][:2] == ["andrew", "katie"]
     assert voices["languages"]["en"]["default_voice"] == "andrew"
 
 
@@ -347,7 +348,7 @@ def test_graceful_shutdown_finishes_streams_in_flight(tiny_model, tiny_codec, tm
         received = b""
         with httpx.stream("POST", url + "/v1/audio/speech", timeout=60,
                           json={"input": "Hello.", "max_tokens": 202, "min_tokens": 202, "seed": 1,
-                                "response_format": "pcm", "stream_format": "audio"}) as r:
+                                "response_format": "pcm", "stream_format": "audio", "sample_rate": 22050}) as r:
             for chunk in r.iter_bytes():
                 if not received:
                     proc.send_signal(signal.SIGTERM)

@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(serve)
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 32855)")
+    serve.add_argument("--insecure", action="store_true", default=None,
+                       help="allow a non-loopback --host without API keys (default: refuse to start)")
     _add_engine(serve)
 
     say = sub.add_parser("say", help="synthesize text to an audio file")
@@ -123,7 +125,7 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
             "stream_interval": g("stream_interval"),
             "warmup": g("warmup"),
         },
-        "server": {"host": g("host"), "port": g("port")},
+        "server": {"host": g("host"), "port": g("port"), "insecure": g("insecure")},
     }
     if g("language"):
         out["default_language"] = g("language")
@@ -284,6 +286,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from kanitts.server.app import create_app
+    from kanitts.server.shutdown import DrainingServer
 
     settings = settings_from_args(args)
     fatal: list[str] = []
@@ -303,7 +306,7 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(settings.server.graceful_shutdown_seconds) or None,
         access_log=False,
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config)  # streams in flight end cleanly at shutdown
     server_box.append(server)
     logger.info("kanitts %s listening on http://%s:%d", __version__, settings.server.host, settings.server.port)
     server.run()

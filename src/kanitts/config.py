@@ -21,6 +21,7 @@ from pydantic_settings.exceptions import SettingsError
 
 from kanitts.audio.encoders import AudioFormat
 from kanitts.engine import BACKEND_NAMES
+from kanitts.audio.resample import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from kanitts.engine.base import DEFAULT_SAMPLING
 from kanitts.engine.modes import DEFAULT_MODE, MODE_NAMES
 from kanitts.tokens import PromptTemplate
@@ -168,7 +169,12 @@ class EngineConfig(_Section):
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(32855, ge=0, le=65535)
-    default_response_format: ResponseFormat = "wav"
+    #: Format of a request that names none (OpenAI's default is mp3; SSE streams are pcm).
+    default_response_format: ResponseFormat = "mp3"
+    #: Output rate (Hz) of ``pcm`` and SSE audio when the request has no ``sample_rate``:
+    #: OpenAI's 24,000 (clients such as LiveKit's and Pipecat's plugins assume it). Other
+    #: formats default to the model's native 22,050 Hz. 22050 here: no resampling.
+    pcm_sample_rate: int = Field(24_000, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
     #: Longest accepted ``input``, in characters.
     max_input_chars: int = Field(8192, ge=1)
     #: Largest accepted request body, in bytes.
@@ -185,13 +191,19 @@ class ServerConfig(_Section):
     #: Seconds given to streams in flight at shutdown.
     graceful_shutdown_seconds: float = Field(10.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: Allow a non-loopback ``host`` without API keys (``--insecure``); otherwise such a
+    #: server refuses to start.
+    insecure: bool = False
 
 
 class SecurityConfig(_Section):
     #: Allowed CORS origins; empty = same-origin only.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: Routes reachable without a key.
-    open_routes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["/health", "/ready", "/metrics"])
+    #: The two list routes are open for Open-WebUI, which fetches them without a key.
+    open_routes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["/health", "/ready", "/metrics", "/v1/audio/models", "/v1/audio/voices"]
+    )
     #: Requests per minute per key (or per client IP when keys are off); 0 = unlimited.
     rate_limit_per_minute: int = Field(0, ge=0)
     #: Streams at once per key (or IP); 0 = unlimited.
@@ -236,6 +248,8 @@ def _default_aliases() -> dict[str, dict[str, str]]:
         "sage": {"en": female_en, "es": "nova"},
         "shimmer": {"en": female_en, "es": "nova"},
         "verse": {"en": male_en, "es": "ballad"},
+        "marin": {"en": female_en, "es": "nova"},
+        "cedar": {"en": male_en, "es": "ash"},
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kanitts.config import LanguageConfig, Settings
@@ -36,6 +37,9 @@ class VoiceModel:
     voices: list[str]
     default_voice: str | None
     template: PromptTemplate = field(default_factory=lambda: DEFAULT_TEMPLATE)
+    #: The resolved local folder (a hub download or the configured folder); never shown
+    #: on an unauthenticated route.
+    path: str = ""
     #: KaniTTS-2: the speaker embedding size (None for a v1 model, which takes no embedding).
     speaker_dim: int | None = None
     #: KaniTTS-2: the language tags the model lists (``language_settings``), if any.
@@ -57,8 +61,18 @@ class VoiceModel:
 
     @property
     def name(self) -> str:
-        """The public model name (``/v1/models``): the hub id or folder name."""
-        return self.model_id
+        """The public model name (``/v1/models``, headers, ``/health``): the configured hub
+        id, or the base name of a local folder (never its full path)."""
+        return public_model_name(self.model_id)
+
+
+def public_model_name(model: str) -> str:
+    """``model`` (a configured hub id or local path) as it may be shown to anyone: a hub id
+    unchanged, a local path (absolute, ``~``/``.``-relative, or an existing folder) by its
+    base name."""
+    p = Path(model).expanduser()
+    local = p.is_absolute() or model.startswith((".", "~")) or "\\" in model or p.exists()
+    return p.name or model if local else model
 
 
 def load_tokenizer(model_dir: str) -> Any:
@@ -116,7 +130,13 @@ def engine_capacity(settings: Settings) -> int:
 
     per_engine = engine_args_for(settings.engine.mode, "", settings.engine.vllm_overrides()).get("max_num_seqs", 64)
     replicas = max(1, len(settings.engine.gpus or []) or settings.engine.data_parallel_size)
-    return max(1, int(per_engine) * replicas * len(settings.active_languages()))
+    return max(1, int(per_engine) * replicas * len(distinct_models(settings)))
+
+
+def distinct_models(settings: Settings) -> list[str]:
+    """The configured models of the active languages, each once: one engine each (a
+    multilingual model configured for several languages loads once)."""
+    return list(dict.fromkeys(settings.languages[code].model for code in settings.active_languages()))
 
 
 def codec_pool_size(settings: Settings) -> int:

@@ -10,6 +10,10 @@ Rules, in order:
    alias, then the language's default voice when none was asked for.
 4. A voice that no loaded model has and that is no alias is an error listing the valid
    voices, unless ``unknown_voice = "default"`` makes it fall back to the default voice.
+
+Voice and alias names are case-insensitive (``Andrew`` is ``andrew``; training lowercases
+speaker ids); the route carries the voice as the model spells it. ``among`` restricts all
+of this to some languages (the request named a model serving only those).
 """
 
 from __future__ import annotations
@@ -100,14 +104,45 @@ class Router:
             "voice",
         )
 
-    def route(self, text: str, voice: str | None = None, language: str | None = None,
-              among: list[str] | None = None) -> Route:
-        """Route a request (rules in the module docstring). ``among``: the languages whose
-        models may serve it (a cloned voice needs a KaniTTS-2 model); detection then picks
-        among them and a ``language`` outside them is a RoutingError."""
-        voice = voice.strip() if voice else None
-        if among is not None:
-            return self._route_among(text, language, among)
+    def _canonical(self, voice: str) -> str:
+        """``voice`` as a loaded model spells it (case-insensitive match), else unchanged."""
+        if any(voice in m.voices for m in self.models.values()):
+            return voice
+        low = voice.lower()
+        for m in self.models.values():
+            for v in m.voices:
+                if v.lower() == low:
+                    return v
+        return voice
+
+    def restricted(self, languages: list[str]) -> "Router":
+        """The same rules over only ``languages`` (each must be loaded)."""
+        models = {code: self.models[code] for code in languages}
+        return Router(models, self.default_language, self.aliases, self.detector, self.unknown_voice)
+
+    def route(
+        self,
+        text: str,
+        voice: str | None = None,
+        language: str | None = None,
+        among: list[str] | None = None,
+        cloned: list[str] | None = None,
+    ) -> Route:
+        """Route a request (rules in the module docstring). ``among``: only these languages
+        (e.g. those of the model the request names). ``cloned``: the languages whose models
+        can use the request's cloned voice (KaniTTS-2): detection picks among them (and
+        ``among``), a ``language`` outside them is an error, and the route names no built-in
+        voice. Raises :class:`RoutingError` (``param`` ``voice`` or ``language``)."""
+        if cloned is not None:
+            return self._route_among(text, language, [c for c in cloned if among is None or c in among])
+        if among is not None and set(among) != set(self.models):
+            if language and language.strip().lower() in self.models and language.strip().lower() not in among:
+                raise RoutingError(
+                    f"language {language!r} is not served by the requested model (it serves: {', '.join(among)})",
+                    "language",
+                )
+            return self.restricted(among).route(text, voice, language)
+        voice = self._canonical(voice.strip()) if voice and voice.strip() else None
         if language:
             lang = language.strip().lower()
             if lang not in self.models:

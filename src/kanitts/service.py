@@ -12,11 +12,13 @@ from typing import Any
 
 from kanitts.config import Settings
 from kanitts.hub import ModelLoadError
+from kanitts.engine.base import GenerationBackend
 from kanitts.models import (
     VoiceModel,
     build_backend,
     codec_pool_size,
     describe_language,
+    distinct_models,
     load_tokenizer,
     read_kanitts2,
 )
@@ -48,6 +50,8 @@ class TTSService:
     cloning: Any = None
     ready: bool = False
     error: str | None = None
+    #: One backend per model folder: languages configured with the same model share it.
+    backends: dict[str, GenerationBackend] = field(default_factory=dict)
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -58,7 +62,7 @@ class TTSService:
             self.status[code] = ModelStatus(code, s.languages[code].model)
         try:
             await self._load_codec()
-            share = 1.0 / max(1, len(langs))
+            share = 1.0 / max(1, len(distinct_models(s)))
             for code in langs:
                 await self._load_language(code, share)
             await self._load_cloning()
@@ -133,8 +137,13 @@ class TTSService:
             path, voices, default = await asyncio.to_thread(describe_language, code, cfg)
             tokenizer = await asyncio.to_thread(load_tokenizer, path)
             speaker_dim, tags = await asyncio.to_thread(read_kanitts2, path)
-            backend = build_backend(self.settings, path, share=share)
-            await backend.start()
+            backend = self.backends.get(path)
+            if backend is None:  # a multilingual model configured for several languages loads once
+                backend = build_backend(self.settings, path, share=share)
+                await backend.start()
+                self.backends[path] = backend
+            else:
+                logger.info("%s: sharing the engine of %s", code, cfg.model)
         except Exception as exc:
             st.state, st.error = "failed", str(exc)
             raise
@@ -150,15 +159,16 @@ class TTSService:
             template=cfg.template or DEFAULT_TEMPLATE,
             speaker_dim=speaker_dim,
             language_tags=tags,
+            path=path,
         )
         st.state = "ready"
 
     async def close(self) -> None:
-        for m in self.models.values():
+        for path, backend in self.backends.items():
             try:
-                await m.backend.close()
+                await backend.close()
             except Exception:  # noqa: BLE001
-                logger.exception("closing %s", m.model_id)
+                logger.exception("closing the engine of %s", path)
         if self.codec_worker is not None:
             close = getattr(self.codec_worker, "aclose", None) or getattr(self.codec_worker, "close", None)
             if close is not None:
@@ -191,9 +201,15 @@ class TTSService:
                 setattr(opts, k, v)
         return opts
 
-    def route(self, text: str, voice: str | None, language: str | None, among: list[str] | None = None) -> Route:
+    def route(
+        self, text: str, voice: str | None, language: str | None, among: list[str] | None = None,
+        cloned: list[str] | None = None,
+    ) -> Route:
+        """Model, language and voice for a request (``among``: only these languages, e.g.
+        those of the model the request names; ``cloned``: the languages whose KaniTTS-2 models
+        can use the request's cloned voice); raises :class:`RoutingError`."""
         assert self.router is not None
-        return self.router.route(text, voice, language, among)
+        return self.router.route(text, voice, language, among, cloned)
 
     def synthesize(self, route: Route, text: str, opts: SynthesisOptions, request_id: str = "") -> Synthesis:
         assert self.synthesizer is not None

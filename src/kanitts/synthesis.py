@@ -34,7 +34,10 @@ class SynthesisError(RuntimeError):
 
 
 class PcmDecoder(Protocol):
-    def decode(self, frames: AsyncIterator[list[list[int]]]) -> AsyncIterator[np.ndarray]: ...
+    """Frames -> float32 PCM chunks; ``fixed_chunks=True`` (passed only for seeded
+    requests) asks for chunk boundaries that do not depend on timing."""
+
+    def decode(self, frames: AsyncIterator[list[list[int]]], **kwargs: bool) -> AsyncIterator[np.ndarray]: ...
 
 
 class Normalizer(Protocol):
@@ -328,7 +331,11 @@ class Synthesizer:
             max_silent = int(opts.max_silence_seconds * SAMPLE_RATE)
             frames_gen = frames()
             try:
-                async with contextlib.aclosing(self.decoder.decode(frames_gen)) as pcm_stream:  # type: ignore[type-var]
+                # A seed promises the same audio every time: then the codec's chunk
+                # boundaries must not follow the tokens' arrival timing.
+                decoded = (self.decoder.decode(frames_gen, fixed_chunks=True) if opts.seed is not None
+                           else self.decoder.decode(frames_gen))
+                async with contextlib.aclosing(decoded) as pcm_stream:  # type: ignore[type-var]
                     async for pcm in pcm_stream:
                         if ev.first_audio is None:
                             ev.first_audio = time.perf_counter()

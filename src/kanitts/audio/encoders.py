@@ -150,6 +150,14 @@ def _pick_rate(rate: int, supported: tuple[int, ...]) -> int:
     return higher[0] if higher else max(supported)
 
 
+def encoded_rate(fmt: AudioFormat, sample_rate: int) -> int:
+    """The rate (Hz) a file of ``fmt`` holds when fed PCM at ``sample_rate``: the input rate,
+    except where the codec supports only some rates (opus, mp3, aac: the smallest supported
+    rate above it; e.g. opus at 22050 -> 24000)."""
+    supported = {"opus": _OPUS_RATES, "mp3": _MP3_RATES, "aac": _AAC_RATES}.get(fmt)
+    return int(sample_rate) if supported is None else _pick_rate(int(sample_rate), supported)
+
+
 def wav_header(sample_rate: int, data_bytes: int | None, *, channels: int = 1, bits: int = 16) -> bytes:
     """44-byte canonical PCM WAVE header; ``data_bytes=None`` writes 0xFFFFFFFF sizes (streaming)."""
     block_align = channels * bits // 8
@@ -249,15 +257,7 @@ class StreamEncoder:
         import av  # local import: keeps `import kanitts.audio` cheap for pcm/wav-only users
 
         container_fmt, codec, sample_fmt, default_bitrate, options, codec_options = _CODECS[self.fmt]
-        if self.fmt == "opus":
-            codec_rate = _pick_rate(self.sample_rate, _OPUS_RATES)
-        elif self.fmt == "mp3":
-            codec_rate = _pick_rate(self.sample_rate, _MP3_RATES)
-        elif self.fmt == "aac":
-            codec_rate = _pick_rate(self.sample_rate, _AAC_RATES)
-        else:  # flac takes any rate up to 655350 Hz
-            codec_rate = self.sample_rate
-        self.codec_rate = codec_rate
+        codec_rate = self.codec_rate = encoded_rate(self.fmt, self.sample_rate)
         self._sample_fmt = sample_fmt
         self._time_base = Fraction(1, self.sample_rate)
 

@@ -12,7 +12,11 @@ for a stream's first chunk (audio starts quickly) and ``chunk_frames`` afterward
 Streams that contribute the same number of frames are decoded in one batched call (a
 step has as many calls as distinct counts). Whatever arrives while a step runs is picked
 up by the next one, so batching grows by itself under load and a lone stream is never
-held back waiting for a full chunk.
+held back waiting for a full chunk. A stream decoded with ``fixed_chunks=True`` (seeded
+requests) is the exception: its chunks are always ``first_chunk_frames``, then
+``chunk_frames`` (the last one shorter), whatever the arrival timing, so the same frames
+give the same samples bit for bit (chunk boundaries change the float rounding of the
+streaming convolutions by up to 1 LSB); its first chunk is as early as otherwise.
 
 Back-pressure: a pump stops reading its producer while ``max_pending_frames`` frames are
 waiting, and a stream whose consumer has ``max_ready_chunks`` undelivered chunks is left
@@ -68,6 +72,7 @@ class _Stream:
     eos: bool = False  # producer exhausted (or failed, see error)
     error: BaseException | None = None
     closed: bool = False  # consumer went away
+    fixed: bool = False  # chunk boundaries independent of arrival timing
     finished: bool = False  # final sentinel delivered, slot released
 
 
@@ -151,12 +156,16 @@ class CodecWorker:
     def sample_rate(self) -> int:
         return self.codec.sample_rate
 
-    async def decode(self, frames: AsyncIterator[list[list[int]]]) -> AsyncIterator[np.ndarray]:
+    async def decode(
+        self, frames: AsyncIterator[list[list[int]]], *, fixed_chunks: bool = False
+    ) -> AsyncIterator[np.ndarray]:
         """Stream PCM for ``frames``; raises the producer's exception (after the audio of
-        the frames that preceded it) or ``ValueError`` for malformed frames."""
+        the frames that preceded it) or ``ValueError`` for malformed frames.
+        ``fixed_chunks``: decode in chunks of exactly ``first_chunk_frames`` then
+        ``chunk_frames`` frames (reproducible samples; see the module docstring)."""
         self._ensure_running()
         slot = await self._acquire_slot()
-        stream = _Stream(slot=slot)
+        stream = _Stream(slot=slot, fixed=fixed_chunks)
         self._streams[slot] = stream
         self._stats.streams_started += 1
         pump = asyncio.create_task(self._pump(stream, frames), name=f"codec-pump-{slot}")
@@ -311,6 +320,8 @@ class CodecWorker:
             if stream.out.qsize() >= self.max_ready_chunks:
                 continue  # slow consumer: let it drain first
             cap = self.chunk_frames if stream.started else self.first_chunk_frames
+            if stream.fixed and not stream.eos and len(stream.pending) < cap:
+                continue  # a fixed chunk waits until it is full (or the stream ends)
             n = min(cap, len(stream.pending))
             take = [stream.pending.popleft() for _ in range(n)]
             stream.started = True

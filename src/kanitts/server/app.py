@@ -24,6 +24,7 @@ from kanitts.server.admission import Admission
 from kanitts.server.errors import install_error_handlers
 from kanitts.server.request_id import RequestIdMiddleware
 from kanitts.server.routes import router
+from kanitts.server.shutdown import Drain
 from kanitts.server.speech import Speaker
 from kanitts.server.voices_routes import FORM_OVERHEAD_BYTES, voices_router
 from kanitts.service import TTSService
@@ -71,6 +72,8 @@ def create_app(
     state.settings = settings
     state.admission = admission
     state.active_streams = 0
+    #: Started by kanitts.server.shutdown.DrainingServer when shutdown begins.
+    state.drain = Drain(settings.server.graceful_shutdown_seconds)
     #: Callables receiving each finished request's record (metrics, audit); see access_log.
     state.observers = []
 
@@ -83,10 +86,12 @@ def create_app(
     state.speaker = Speaker(
         svc,
         default_format=settings.server.default_response_format,
+        pcm_rate=settings.server.pcm_sample_rate,
         max_input_chars=settings.server.max_input_chars,
         admission=admission,
         on_stream=count_stream,
         on_finish=finish,
+        drain=state.drain,
     )
     install_error_handlers(app)
     # Production layer (issue 8): keys/limits/CORS, Prometheus metrics, web playground.

@@ -82,13 +82,32 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     return (f"invalid value for {param}: {msg}{more}" if param else f"{msg}{more}"), param
 
 
+def _not_json_content_type(request: Request, exc: RequestValidationError) -> str | None:
+    """The message for a JSON route whose body was not sent as JSON (e.g. ``curl -d``
+    without ``-H 'Content-Type: application/json'`` sends a form), else ``None``."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return None
+    if not any(tuple(e.get("loc", ()))[:1] == ("body",) for e in exc.errors()):
+        return None
+    ctype = request.headers.get("content-type", "")
+    main = ctype.split(";")[0].strip().lower()
+    if main == "application/json" or main.endswith("+json"):
+        return None
+    if not main:
+        return "the request has no Content-Type header; send the JSON body with 'Content-Type: application/json'"
+    return f"Content-Type {main!r} is not supported; send the JSON body with 'Content-Type: application/json'"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return error_response(exc.status, exc.message, param=exc.param, code=exc.code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        wrong_type = _not_json_content_type(request, exc)
+        if wrong_type is not None:
+            return error_response(415, wrong_type, code="unsupported_media_type")
         message, param = _describe_validation(exc)
         return error_response(400, message, param=param, code="invalid_value" if param else "invalid_request")
 

@@ -167,7 +167,7 @@ class _StateCollector(Collector):
             stats = getattr(backend, "stats", None)
             if stats is None:
                 continue
-            lv = [str(code), str(getattr(m, "model_id", "")), str(getattr(backend, "name", ""))]
+            lv = [str(code), str(getattr(m, "name", "")), str(getattr(backend, "name", ""))]
             active.add_metric(lv, float(getattr(stats, "active_requests", 0)))
             tokens.add_metric(lv, float(getattr(stats, "tokens_generated", 0)))
             finished.add_metric(lv, float(getattr(stats, "requests_finished", 0)))

@@ -47,7 +47,7 @@ def install_playground(app: Any) -> None:
     async def favicon() -> Response:
         return Response(status_code=204)
 
-    app.add_api_route("/", playground, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/", playground, methods=["GET", "HEAD"], include_in_schema=False)
     app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

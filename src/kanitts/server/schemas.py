@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from kanitts.audio import MAX_SPEED, MIN_SPEED, AudioFormat
+from kanitts.audio import MAX_SAMPLE_RATE, MAX_SPEED, MIN_SAMPLE_RATE, MIN_SPEED, AudioFormat
 
 OPENAI_TTS_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 
@@ -27,8 +27,9 @@ class SpeechRequest(BaseModel):
     model: str | None = Field(None, description="tts-1, tts-1-hd, gpt-4o-mini-tts or a loaded model id")
     input: str = Field(..., description="Text to speak")
     voice: str | VoiceRef | None = Field(
-        None, description="A voice of a loaded model, an OpenAI voice name, a custom voice's name or "
-        "{\"id\": ...}, or a blend \"alice(0.7)+bob(0.3)\"")
+        None, description="A voice of a loaded model or an OpenAI voice name (any case), a custom "
+        "voice's name, {\"id\": ...} (a custom voice's id or a built-in voice's name), or a blend "
+        "\"alice(0.7)+bob(0.3)\"")
     response_format: AudioFormat | None = None
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
     instructions: str | None = Field(None, description="Accepted for compatibility; ignored")
@@ -47,4 +48,8 @@ class SpeechRequest(BaseModel):
     lexicon: dict[Annotated[str, StringConstraints(min_length=1, max_length=100)],
                   Annotated[str, StringConstraints(max_length=500)]] | None = Field(
         None, max_length=1000, description="Pronunciation lexicon for this request: written -> spoken")
+    sample_rate: int | None = Field(
+        None, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE,
+        description="Output rate in Hz (default: 24000 for pcm and SSE, the model's 22050 otherwise)",
+    )
 

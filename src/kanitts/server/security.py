@@ -9,7 +9,9 @@
 
    * ``Authorization: Bearer KEY`` checked against ``settings.all_api_keys()`` in
      constant time (every configured key is compared, always). Keys are off when none
-     are configured; a public bind address without keys logs a WARNING at start-up.
+     are configured; a non-loopback bind without keys refuses to start
+     (:class:`InsecureBindError`) unless ``server.insecure`` (``--insecure``) allows it,
+     and then logs a WARNING.
      ``security.open_routes`` (``/health``, ``/ready``, ``/metrics`` by default) and the
      playground page (``/``, ``/static/*``, ``/favicon.ico``) stay open. Missing or
      wrong key -> 401 with ``WWW-Authenticate: Bearer`` in OpenAI's error shape.
@@ -36,6 +38,7 @@ import time
 from collections import deque
 from typing import Any
 
+from kanitts.config import ConfigError
 from kanitts.server.asgi import ASGIApp, Message, Receive, Scope, Send
 from kanitts.server.errors import error_payload
 
@@ -50,6 +53,10 @@ EXPOSED_HEADERS = (
 )  # fmt: skip
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 _LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+class InsecureBindError(ConfigError):
+    """A non-loopback bind without API keys and without ``server.insecure``."""
 
 
 def is_local_host(host: str) -> bool:
@@ -333,6 +340,12 @@ def install_security(app: Any, settings: Any, body_caps: dict[str, int] | None =
     sec = settings.security
     keys = settings.all_api_keys()
     host = settings.server.host
+    if not keys and not is_local_host(host) and not settings.server.insecure:
+        raise InsecureBindError(
+            f"refusing to listen on {host} without API keys: anyone who can reach the port could use "
+            "the server. Set api_keys / api_keys_file / KANITTS_API_KEYS, bind 127.0.0.1, or pass "
+            "--insecure (config server.insecure = true) to allow it."
+        )
     stats: dict[str, int] = {}
     app.state.security_stats = stats
     app.add_middleware(
@@ -354,7 +367,10 @@ def install_security(app: Any, settings: Any, body_caps: dict[str, int] | None =
             allow_origins=origins,
             allow_credentials=False,  # bearer keys, not cookies: never '*' with credentials
             allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+            # Any request header: the official JS SDK's preflight names its x-stainless-*
+            # headers (os, lang, arch, runtime, package-version, retry-count, timeout...),
+            # and their list grows; credentials stay off, so this exposes no cookie.
+            allow_headers=["*"],
             expose_headers=list(EXPOSED_HEADERS),
             max_age=600,
         )
@@ -367,8 +383,8 @@ def install_security(app: Any, settings: Any, body_caps: dict[str, int] | None =
         logger.info("API keys off (listening on loopback %s only)", host)
     else:
         logger.warning(
-            "listening on %s WITHOUT API keys: anyone who can reach this port can use the server. "
-            "Set api_keys / api_keys_file / KANITTS_API_KEYS (see docs/deployment.md).", host,
+            "listening on %s WITHOUT API keys (server.insecure): anyone who can reach this port can use "
+            "the server. Set api_keys / api_keys_file / KANITTS_API_KEYS (see docs/deployment.md).", host,
         )
     if origins:
         logger.info("CORS allowed origins: %s", ", ".join(origins))

@@ -7,11 +7,14 @@ in this order, and answers bad input with :class:`APIError` (OpenAI's error shap
 1. the models are loaded (503 ``model_loading`` otherwise);
 2. ``input`` is not blank (400 ``empty_input``) and not over ``max_input_chars``
    (400 ``input_too_long``);
-3. ``model`` is an OpenAI TTS name or a loaded model (400 ``model_not_found``);
+3. ``model`` is an OpenAI TTS name (any loaded model) or names a loaded model by its id,
+   path or public name, which then serves the request (400 ``model_not_found``);
 4. the voice (built-in, custom by name or ``{"id"}``, or a blend:
    :mod:`kanitts.server.voice_choice`) and the route: model, language and voice
    (400 ``invalid_voice`` / ``invalid_language``);
-5. the response format (``response_format``, else ``pcm`` for SSE, else the default);
+5. the response format (``response_format``, else ``pcm`` for SSE, else the default) and
+   the output rate (``sample_rate``, else ``pcm_sample_rate`` for pcm and SSE, else the
+   model's native rate);
 6. the synthesis options (configured defaults, then the request's own values);
 7. the text plan: at least one chunk with speakable text (400 ``empty_input``);
 8. an admission slot, when an :class:`Admission` is given (429 / 503).
@@ -37,10 +40,19 @@ from typing import Any
 
 import numpy as np
 
-from kanitts.audio import AudioFormat, apply_speed, content_type, encode_all, encode_stream
+from kanitts.audio import (
+    AudioFormat,
+    apply_speed,
+    content_type,
+    encode_all,
+    encode_stream,
+    encoded_rate,
+    resample_stream,
+)
 from kanitts.routing import Route, RoutingError
 from kanitts.server.admission import Admission, Slot
 from kanitts.server.errors import APIError
+from kanitts.server.shutdown import Drain
 from kanitts.server.schemas import OPENAI_TTS_MODELS, SpeechRequest
 from kanitts.server.voice_choice import choose_voice, configured_embedding
 from kanitts.service import TTSService
@@ -59,20 +71,22 @@ StreamHook = Callable[[int], None]
 @dataclass(frozen=True)
 class SpeechAudio:
     """A whole clip: ``data`` is the encoded file, ``samples`` the PCM length after tempo
-    change (mono, ``SAMPLE_RATE`` Hz)."""
+    change and resampling (mono, ``rate`` Hz)."""
 
     data: bytes
     samples: int
+    rate: int = SAMPLE_RATE
 
     @property
     def seconds(self) -> float:
-        return self.samples / SAMPLE_RATE
+        return self.samples / self.rate
 
 
 class Speech:
     """A planned, admitted speech request (built by :meth:`Speaker.speak`).
 
-    ``route`` (model, language, voice), ``fmt`` (the encoder's format), ``headers`` and
+    ``route`` (model, language, voice), ``fmt`` (the encoder's format), ``rate`` (the PCM
+    rate fed to the encoder, Hz), ``headers`` and
     ``media_type`` for the response, ``synthesis`` (its ``usage`` and ``events`` fill in as
     audio is produced). Consume the body once: :meth:`audio` or :meth:`stream`.
     """
@@ -84,21 +98,27 @@ class Speech:
         fmt: AudioFormat,
         synthesis: Synthesis,
         *,
+        rate: int = SAMPLE_RATE,
         request_id: str,
         t0: float,
         slot: Slot | None,
         on_stream: StreamHook | None,
         on_finish: FinishHook | None,
+        drain: Drain | None = None,
     ) -> None:
         self.request = request
         self.route = route
         self.fmt = fmt
+        self.rate = rate
         self.synthesis = synthesis
         self.request_id = request_id
         self.t0 = t0
         self._slot = slot
         self._on_stream = on_stream
         self._on_finish = on_finish
+        self._drain = drain
+        #: True when server shutdown cut the audio short (see :mod:`kanitts.server.shutdown`).
+        self.cut = False
 
     # -- response metadata ----------------------------------------------------------------
     @property
@@ -112,38 +132,56 @@ class Speech:
 
     @property
     def headers(self) -> dict[str, str]:
-        """Response headers: the route taken, the PCM layout for ``pcm``, no caching for SSE."""
+        """Response headers: the route taken (the model's public name, never a local path),
+        the audio's sample rate (``X-Sample-Rate``, Hz, as the file holds it), the PCM
+        layout for ``pcm``, no caching for SSE."""
         headers = {
             "X-Kanitts-Voice": self.route.voice or "",
             "X-Kanitts-Language": self.route.language,
-            "X-Kanitts-Model": self.route.model.model_id,
+            "X-Kanitts-Model": self.route.model.name,
+            "X-Sample-Rate": str(encoded_rate(self.fmt, self.rate)),
         }
         if self.fmt == "pcm":
-            headers.update({"X-Sample-Rate": str(SAMPLE_RATE), "X-Channels": "1", "X-Bit-Depth": "16"})
+            headers.update({"X-Channels": "1", "X-Bit-Depth": "16"})
         if self.stream_format == "sse":
             headers["Cache-Control"] = "no-cache"
         return headers
 
     # -- bodies ---------------------------------------------------------------------------
     def pcm(self) -> AsyncIterator[np.ndarray]:
-        """Mono float32 PCM chunks at ``SAMPLE_RATE`` Hz, tempo-changed by ``speed``."""
-        return apply_speed(self.synthesis.pcm(), self.request.speed, SAMPLE_RATE)
+        """Mono float32 PCM chunks at ``rate`` Hz, tempo-changed by ``speed`` (at the
+        model's rate, then resampled by one streaming resampler for the whole request)."""
+        pcm = self.synthesis.pcm()
+        if self._drain is not None:
+            pcm = self._drain.guard(pcm, self._cut)
+        return resample_stream(apply_speed(pcm, self.request.speed, SAMPLE_RATE), SAMPLE_RATE, self.rate)
+
+    def _cut(self) -> None:
+        self.cut = True
 
     async def audio(self) -> SpeechAudio:
         """The whole clip as one encoded file (the encoder runs in a worker thread).
 
         Raises :class:`APIError` 500 ``synthesis_failed`` when synthesis fails. Releases
-        the slot; reports ``ok`` or ``error`` (nothing when cancelled)."""
+        the slot; reports ``ok``, ``error`` or ``cancelled`` (the awaiting task was
+        cancelled, e.g. the client disconnected)."""
         try:
             pcm = await collect(self.pcm())
-            data = await asyncio.to_thread(encode_all, pcm, self.fmt, SAMPLE_RATE)
+            if self.cut:
+                self._finish("cancelled", None)
+                raise APIError(503, "the server is shutting down; retry on another replica or later",
+                               code="server_shutting_down", headers={"Retry-After": "5"})
+            data = await asyncio.to_thread(encode_all, pcm, self.fmt, self.rate)
         except SynthesisError as exc:
             self._finish("error", None)
             raise APIError(500, str(exc), code="synthesis_failed") from None
+        except asyncio.CancelledError:  # the client went away: the engine requests are aborted
+            self._finish("cancelled", None)
+            raise
         finally:
             self._release()
         self._finish("ok", time.perf_counter() - self.t0)
-        return SpeechAudio(data, int(pcm.size))
+        return SpeechAudio(data, int(pcm.size), self.rate)
 
     def stream(self) -> AsyncIterator[bytes]:
         """The response body, sent as produced: encoded file bytes, or for SSE one
@@ -165,14 +203,19 @@ class Speech:
         status = "cancelled"
         if self._on_stream is not None:
             self._on_stream(1)
-        stream = encode_stream(self.pcm(), self.fmt, SAMPLE_RATE)
+        stream = encode_stream(self.pcm(), self.fmt, self.rate)
         try:
             async for data in stream:
                 if ttfa is None:
                     ttfa = time.perf_counter() - self.t0
                 yield wrap(data)
-            status = "ok"
-            tail = done(self.synthesis)
+            if self.cut:  # shutdown: the body ends properly, short
+                status = "cancelled"
+                logger.warning("request %s: ended early, the server is shutting down", self.request_id)
+                tail = fail("the server is shutting down")
+            else:
+                status = "ok"
+                tail = done(self.synthesis)
             if tail:
                 yield tail
         except SynthesisError as exc:
@@ -209,7 +252,7 @@ class Speech:
             "request_id": self.request_id,
             "voice": synth.route.voice,
             "language": synth.route.language,
-            "model": synth.route.model.model_id,
+            "model": synth.route.model.name,
             "chars": len(self.request.input),
             "format": self.fmt,
             "stream": self.stream_format,
@@ -227,28 +270,34 @@ class Speech:
 class Speaker:
     """Turns speech requests into :class:`Speech` (see the module docstring for the rules).
 
-    ``default_format`` answers requests without ``response_format``; ``max_input_chars``
+    ``default_format`` answers requests without ``response_format``; ``pcm_rate`` is the
+    output rate (Hz) of pcm and SSE audio without ``sample_rate``; ``max_input_chars``
     (``None``: no limit) caps ``input``; ``admission`` bounds concurrent syntheses (``None``:
     unbounded, e.g. the CLI); ``on_stream`` / ``on_finish`` observe streams and finished
-    requests (the server's gauge and access log).
+    requests (the server's gauge and access log); ``drain`` ends requests cleanly at
+    shutdown (:mod:`kanitts.server.shutdown`).
     """
 
     def __init__(
         self,
         service: TTSService,
         *,
-        default_format: AudioFormat = "wav",
+        default_format: AudioFormat = "mp3",
+        pcm_rate: int = 24_000,
         max_input_chars: int | None = None,
         admission: Admission | None = None,
         on_stream: StreamHook | None = None,
         on_finish: FinishHook | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.service = service
         self.default_format = default_format
+        self.pcm_rate = pcm_rate
         self.max_input_chars = max_input_chars
         self.admission = admission
         self.on_stream = on_stream
         self.on_finish = on_finish
+        self.drain = drain
 
     async def speak(self, request: SpeechRequest, request_id: str = "", t0: float | None = None,
                     who: Requester | None = None) -> Speech:
@@ -270,10 +319,10 @@ class Speaker:
         if self.max_input_chars is not None and len(text) > self.max_input_chars:
             raise APIError(400, f"input is longer than {self.max_input_chars} characters",
                            param="input", code="input_too_long")
-        self._check_model(request.model)
+        languages = self._model_languages(request.model)
         choice = choose_voice(svc, request.voice, who or Requester(), svc.settings.server.unknown_voice)
         try:
-            route = svc.route(text, choice.router_voice, request.language, choice.among)
+            route = svc.route(text, choice.router_voice, request.language, languages, choice.among)
         except RoutingError as exc:
             raise APIError(400, str(exc), param=exc.param, code=f"invalid_{exc.param}") from None
         embedding = choice.embedding
@@ -284,6 +333,9 @@ class Speaker:
         fmt: AudioFormat = request.response_format or self.default_format
         if request.stream_format == "sse" and request.response_format is None:
             fmt = "pcm"
+        rate = request.sample_rate
+        if rate is None:
+            rate = self.pcm_rate if fmt == "pcm" or request.stream_format == "sse" else SAMPLE_RATE
         opts = svc.options(
             temperature=request.temperature,
             top_p=request.top_p,
@@ -304,20 +356,25 @@ class Speaker:
         if not any(chunk.text.strip() for chunk in synth.chunks):
             raise APIError(400, "input contains no speakable text", param="input", code="empty_input")
         slot = await self.admission.acquire() if self.admission is not None else None  # 429/503 when full
-        return Speech(request, route, fmt, synth, request_id=request_id, t0=t0, slot=slot,
-                      on_stream=self.on_stream, on_finish=self.on_finish)
+        return Speech(request, route, fmt, synth, rate=rate, request_id=request_id, t0=t0, slot=slot,
+                      on_stream=self.on_stream, on_finish=self.on_finish, drain=self.drain)
 
-    def _check_model(self, name: str | None) -> None:
+    def _model_languages(self, name: str | None) -> list[str] | None:
+        """The languages the request's ``model`` restricts routing to: ``None`` (all) for
+        no model or an OpenAI name; those of the loaded model named by its id, path or
+        public name; 400 ``model_not_found`` otherwise (listing the public names)."""
         if name is None or name in OPENAI_TTS_MODELS:
-            return
+            return None
         models = self.service.models
-        known = {m.model_id for m in models.values()} | set(models)
-        if name not in known:
+        langs = [code for code, m in models.items() if name in (code, m.model_id, m.name, m.path)]
+        if not langs:
+            public = sorted({m.name for m in models.values()})
             raise APIError(
                 400,
-                f"model {name!r} is not available; use one of: {', '.join([*OPENAI_TTS_MODELS, *sorted(known)])}",
+                f"model {name!r} is not available; use one of: {', '.join([*OPENAI_TTS_MODELS, *public])}",
                 param="model", code="model_not_found",
             )
+        return langs
 
 
 def first_chunk_timeline(synth: Synthesis, t0: float) -> dict[str, float | None]:

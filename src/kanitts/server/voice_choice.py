@@ -4,7 +4,9 @@ engine need (:class:`VoiceChoice`). And who asks (:func:`requester_of`).
 
 Rules, in order, for ``voice``:
 
-1. ``{"id": "voice_..."}``: that custom voice (it must be visible to the caller).
+1. ``{"id": "voice_..."}``: that custom voice (it must be visible to the caller); an id that
+   is a built-in voice or an OpenAI alias (or any id when no KaniTTS-2 model is loaded) is
+   that name, as in OpenAI's object shape.
 2. A string with ``(``, ``)`` or ``+``: a blend of custom (or pre-loaded) voices.
 3. A built-in voice of a loaded v1 model: routed as before (no embedding).
 4. A custom voice of that name (the caller's own, a pre-loaded one, then a shared one).
@@ -69,6 +71,9 @@ def choose_voice(svc: Any, voice: Any, who: Requester, unknown_voice: str = "err
     use) with a message saying why."""
     name, vid = voice_parts(voice)
     cloning = svc.cloning
+    router = svc.router
+    if vid is not None and (cloning is None or _builtin(router, vid)):
+        name, vid = vid, None  # OpenAI's object shape naming a built-in voice or an alias
     if cloning is None:
         if vid is not None or (name and is_blend(name)):
             what = "voice ids" if vid is not None else "voice blends"
@@ -86,7 +91,6 @@ def choose_voice(svc: Any, voice: Any, who: Requester, unknown_voice: str = "err
         if is_blend(name):
             mixed = blend_voices(name, lambda n: cloning.store.embedding(n, who))
             return VoiceChoice(None, mixed, name, among)
-        router = svc.router
         if router is not None and name.casefold() in {v.casefold() for v in router.all_voices()}:
             return VoiceChoice(name)  # a built-in voice (the router matches its case)
         try:
@@ -101,6 +105,13 @@ def choose_voice(svc: Any, voice: Any, who: Requester, unknown_voice: str = "err
         return VoiceChoice(None, found.embedding, found.name, among)
     except VoiceError as exc:
         raise _voice_error(exc) from None
+
+
+def _builtin(router: Any, name: str) -> bool:
+    """Whether ``name`` is a loaded model's voice or an OpenAI alias (any case)."""
+    if router is None:
+        return False
+    return name.casefold() in {v.casefold() for v in router.all_voices()} or name.lower() in router.aliases
 
 
 def configured_embedding(svc: Any, route: Any, who: Requester) -> np.ndarray | None:

@@ -2,7 +2,7 @@
 // No dependencies, no build step. Progress is exposed on window.kanitts for tests.
 "use strict";
 (() => {
-  const SAMPLE_RATE = 22050; // X-Sample-Rate of pcm responses
+  const SAMPLE_RATE = 22050; // the model's own rate, asked for explicitly (no resampling)
   const LEAD_S = 0.12; // scheduling head start, absorbs network jitter
   const KEY_STORE = "kanitts.apiKey";
   const $ = (id) => document.getElementById(id);
@@ -95,9 +95,7 @@
     const lang = $("language");
     lang.replaceChildren(option("", "auto (detect)"));
     for (const code of Object.keys(voices.languages || {})) lang.appendChild(option(code, code));
-    if (voices.default_language && voices.languages && voices.languages[voices.default_language]) {
-      lang.value = voices.default_language;
-    }
+    lang.value = ""; // automatic detection by default; a language is the user's choice
     fillVoices();
     k.voicesLoaded = true;
     if (k.state === "idle" || k.state === "error") {
@@ -110,7 +108,7 @@
     const sel = $("voice");
     const code = $("language").value;
     const info = code && voices.languages ? voices.languages[code] : null;
-    const list = info ? info.voices : voices.voices || [];
+    const list = info ? info.voices : voices.voice_names || [];
     const dflt = info ? info.default_voice : null;
     sel.replaceChildren(option("", dflt ? "default (" + dflt + ")" : "default"));
     for (const v of list || []) sel.appendChild(option(v, v));
@@ -130,6 +128,7 @@
       response_format: format,
       speed: parseFloat($("speed").value) || 1.0,
       seed: Math.floor(Math.random() * 2147483647),
+      sample_rate: SAMPLE_RATE, // the page plays and wraps the pcm at this rate
     };
     if (streamed) body.stream_format = "audio";
     if ($("voice").value) body.voice = $("voice").value;
