@@ -22,6 +22,7 @@ from pydantic_settings.exceptions import SettingsError
 from kanitts.audio.encoders import AudioFormat
 from kanitts.engine.base import DEFAULT_SAMPLING
 from kanitts.engine.modes import DEFAULT_MODE, MODE_NAMES
+from kanitts.text.incremental import DEFAULT_MAX_CHARS, DEFAULT_MIN_CHARS
 from kanitts.tokens import PromptTemplate
 
 DEFAULT_CODEC = "nvidia/nemo-nano-codec-22khz-0.6kbps-12.5fps"
@@ -171,6 +172,22 @@ class ServerConfig(_Section):
     #: Seconds given to streams in flight at shutdown.
     graceful_shutdown_seconds: float = Field(10.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: WebSocket sessions: shortest text piece cut at a clause/sentence boundary, in characters.
+    ws_min_chars: int = Field(DEFAULT_MIN_CHARS, ge=1)
+    #: WebSocket sessions: a piece without any boundary is cut between words at this length.
+    ws_max_chars: int = Field(DEFAULT_MAX_CHARS, ge=1)
+    #: WebSocket sessions end (close 1008) after this many seconds without a client message
+    #: while nothing is being spoken.
+    ws_idle_timeout_seconds: float = Field(60.0, gt=0)
+    #: WebSocket sessions end (close 1008) after this many seconds in all.
+    ws_max_session_seconds: float = Field(3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ws_bounds(self) -> "ServerConfig":
+        if self.ws_max_chars < self.ws_min_chars:
+            raise ValueError(f"server.ws_max_chars ({self.ws_max_chars}) must be >= server.ws_min_chars "
+                             f"({self.ws_min_chars})")
+        return self
 
 
 class SecurityConfig(_Section):

@@ -25,6 +25,7 @@ from kanitts.server.errors import install_error_handlers
 from kanitts.server.request_id import RequestIdMiddleware
 from kanitts.server.routes import router
 from kanitts.server.speech import Speaker
+from kanitts.server.ws import ws_router
 from kanitts.service import TTSService
 
 logger = logging.getLogger(__name__)
@@ -99,4 +100,5 @@ def create_app(
 
     app.add_middleware(RequestIdMiddleware, max_body_bytes=settings.server.max_body_bytes)
     app.include_router(router)
+    app.include_router(ws_router)
     return app
