@@ -118,10 +118,9 @@ async def speech_stream(ws: WebSocket) -> None:
     session: SpeechSession | None = None
     status = "cancelled"
     try:
-        start, who = await _open(ws, client, guard, deadline, settings.ws_idle_timeout_seconds)
         speaker: Speaker = state.speaker
+        start, who = await _open(ws, client, guard, speaker, request_id, deadline, settings.ws_idle_timeout_seconds)
         try:
-            await _check_start(speaker, start, request_id)
             slot = await state.admission.acquire() if state.admission is not None else None
         except APIError as exc:
             await ws.send_json(error_event(exc.status, exc.message, param=exc.param, code=exc.code))
@@ -181,9 +180,10 @@ async def speech_stream(ws: WebSocket) -> None:
             _report(state, session, request_id, t0, status)
 
 
-async def _open(ws: WebSocket, client: _Client, guard: Any, deadline: float,
-                idle: float) -> tuple[SessionStart, str | None]:
-    """Wait for a valid ``session.start``; authenticate and count the session."""
+async def _open(ws: WebSocket, client: _Client, guard: Any, speaker: Speaker, request_id: str,
+                deadline: float, idle: float) -> tuple[SessionStart, str | None]:
+    """Wait for a valid ``session.start``; authenticate (once) and count the session."""
+    who: str | None = None
     while True:
         raw = await client.receive(min(idle, deadline - time.perf_counter()))
         if raw is None:
@@ -202,13 +202,20 @@ async def _open(ws: WebSocket, client: _Client, guard: Any, deadline: float,
             param = ".".join(str(p) for p in first.get("loc", ())) or None
             await ws.send_json(error_event(400, f"{param}: {first.get('msg')}", param=param, code="invalid_value"))
             continue
-        who = None
-        if guard is not None:
+        if guard is not None and who is None:
             who = guard.ws_client(ws.scope, start.api_key)
             if who is None:
                 await ws.send_json(error_event(401, "missing or incorrect API key: send 'Authorization: Bearer KEY' "
                                                     "or api_key in session.start", code="invalid_api_key"))
                 raise _Closed(CLOSE_POLICY, "invalid API key")
+        try:
+            await _check_start(speaker, start, request_id)
+        except APIError as exc:
+            await ws.send_json(error_event(exc.status, exc.message, param=exc.param, code=exc.code))
+            if exc.status >= 500:
+                raise _Closed(CLOSE_TRY_AGAIN, exc.code or "unavailable") from None
+            continue
+        if guard is not None and who is not None:
             refused = guard.ws_open(who)
             if refused is not None:
                 await ws.send_json(error_event(429, refused[1], code=refused[0]))
