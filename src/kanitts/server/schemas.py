@@ -34,4 +34,6 @@ class SpeechRequest(BaseModel):
     silence_duration: float | None = Field(None, ge=0.0, le=5.0)
     language: str | None = Field(None, max_length=16)
     normalize: bool | None = None
+    timestamps: bool = Field(False, description="Non-streamed: segment timestamps in the X-Kanitts-Segments "
+                             "header (base64 JSON); SSE streams always carry segment events")
 

@@ -46,7 +46,7 @@ PLAYGROUND_ROUTES = ("/", "/static/*", "/favicon.ico")
 #: Response headers a browser page on another origin may read.
 EXPOSED_HEADERS = (
     "X-Request-Id", "X-Kanitts-Voice", "X-Kanitts-Language", "X-Kanitts-Model",
-    "X-Sample-Rate", "X-Channels", "X-Bit-Depth", "Retry-After",
+    "X-Sample-Rate", "X-Channels", "X-Bit-Depth", "Retry-After", "X-Kanitts-Segments",
 )  # fmt: skip
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 #: Scope key under which a WebSocket route finds the :class:`SecurityMiddleware` (its guard).

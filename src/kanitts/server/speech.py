@@ -39,6 +39,7 @@ from kanitts.routing import Route, RoutingError
 from kanitts.server.admission import Admission, Slot
 from kanitts.server.errors import APIError
 from kanitts.server.schemas import OPENAI_TTS_MODELS, SpeechRequest
+from kanitts.server.segments import SEGMENTS_HEADER, chunk_segments, segments_header
 from kanitts.service import TTSService
 from kanitts.synthesis import Synthesis, SynthesisError, collect
 from kanitts.tokens import SAMPLE_RATE
@@ -94,6 +95,8 @@ class Speech:
         self._slot = slot
         self._on_stream = on_stream
         self._on_finish = on_finish
+        self._segments_sent = 0  # SSE segment events sent so far
+        self._segments: list[dict[str, Any]] | None = None  # a whole clip's, with timestamps=true
 
     # -- response metadata ----------------------------------------------------------------
     @property
@@ -117,6 +120,8 @@ class Speech:
             headers.update({"X-Sample-Rate": str(SAMPLE_RATE), "X-Channels": "1", "X-Bit-Depth": "16"})
         if self.stream_format == "sse":
             headers["Cache-Control"] = "no-cache"
+        if self._segments is not None:
+            headers[SEGMENTS_HEADER] = segments_header(self._segments)
         return headers
 
     # -- bodies ---------------------------------------------------------------------------
@@ -137,15 +142,19 @@ class Speech:
             raise APIError(500, str(exc), code="synthesis_failed") from None
         finally:
             self._release()
+        if self.request.timestamps:
+            self._segments = chunk_segments(self.synthesis, self.request.speed)
         self._finish("ok", time.perf_counter() - self.t0)
         return SpeechAudio(data, int(pcm.size))
 
     def stream(self) -> AsyncIterator[bytes]:
         """The response body, sent as produced: encoded file bytes, or for SSE one
-        ``speech.audio.delta`` event per piece (base64), then ``speech.audio.done`` with the
-        usage, or an ``error`` event when synthesis fails mid-stream."""
+        ``speech.audio.delta`` event per piece (base64), a ``segment`` event
+        (:mod:`kanitts.server.segments`) after each long-form chunk's audio, then
+        ``speech.audio.done`` with the usage, or an ``error`` event when synthesis fails
+        mid-stream."""
         if self.stream_format == "sse":
-            return self._encoded(_sse_delta, _sse_done, _sse_error)
+            return self._encoded(_sse_delta, _sse_done, _sse_error, self._new_segments)
         return self._encoded(lambda data: data, lambda _: None, lambda _: None)
 
     async def _encoded(
@@ -153,6 +162,7 @@ class Speech:
         wrap: Callable[[bytes], bytes],
         done: Callable[[Synthesis], bytes | None],
         fail: Callable[[str], bytes | None],
+        side: Callable[[], list[bytes]] | None = None,
     ) -> AsyncIterator[bytes]:
         """Both stream formats: PCM -> tempo -> encoder (worker thread for big chunks) ->
         ``wrap``; always releases the slot and reports once (``cancelled`` on disconnect)."""
@@ -166,7 +176,11 @@ class Speech:
                 if ttfa is None:
                     ttfa = time.perf_counter() - self.t0
                 yield wrap(data)
+                for event in side() if side is not None else ():
+                    yield event
             status = "ok"
+            for event in side() if side is not None else ():
+                yield event
             tail = done(self.synthesis)
             if tail:
                 yield tail
@@ -183,6 +197,12 @@ class Speech:
                 await stream.aclose()  # type: ignore[attr-defined]
             self._release()
             self._finish(status, ttfa)
+
+    def _new_segments(self) -> list[bytes]:
+        """SSE events for the chunks finished since the last call."""
+        new = chunk_segments(self.synthesis, self.request.speed, skip=self._segments_sent)
+        self._segments_sent += len(new)
+        return [_sse_event(seg) for seg in new]
 
     # -- bookkeeping ----------------------------------------------------------------------
     def _release(self) -> None:

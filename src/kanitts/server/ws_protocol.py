@@ -28,6 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kanitts.audio import MAX_SPEED, MIN_SPEED, AudioFormat
 from kanitts.server.errors import error_payload
+from kanitts.server.segments import segment_event
+
+__all__ = ["PROTOCOL_VERSION", "SessionStart", "ProtocolError", "parse_message", "error_event", "audio_event",
+           "segment_event"]
 
 PROTOCOL_VERSION = 1
 
@@ -106,16 +110,3 @@ def error_event(status: int, message: str, *, param: str | None = None, code: st
 
 def audio_event(data: bytes) -> dict[str, Any]:
     return {"type": "audio.delta", "audio": base64.b64encode(data).decode()}
-
-
-def segment_event(index: int, text: str, start: int, end: int, rate: int, *, interrupted: bool = False) -> dict[str, Any]:
-    """A piece's place in the output audio: ``start``/``end`` in seconds and
-    ``start_sample``/``end_sample`` in samples at ``rate`` Hz (end exclusive)."""
-    event: dict[str, Any] = {
-        "type": "segment", "index": index, "text": text,
-        "start": round(start / rate, 6), "end": round(end / rate, 6),
-        "start_sample": start, "end_sample": end,
-    }  # fmt: skip
-    if interrupted:
-        event["interrupted"] = True
-    return event
