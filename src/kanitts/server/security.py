@@ -22,6 +22,10 @@
      ``server.max_body_bytes`` and answer 413 beyond it; ``Content-Length`` bodies are
      capped before they are read.
 
+WebSockets pass through with this middleware in their scope (``WS_GUARD``): the route
+accepts first (a key may come in the first message), then calls :meth:`SecurityMiddleware.ws_client`
+(same keys) and :meth:`SecurityMiddleware.ws_open` (a session is one request and one stream).
+
 All state is in-process; several replicas need a shared store (docs/deployment.md).
 """
 
