@@ -172,6 +172,8 @@ def test_bad_messages_get_errors_and_the_session_goes_on(server):
         assert json.loads(ws.recv(timeout=30))["type"] == "session.created"
         ws.send(json.dumps({"type": "dance"}))
         assert json.loads(ws.recv(timeout=30))["error"]["code"] == "unknown_message_type"
+        ws.send(json.dumps({"type": "text.delta", "text": "x" * 9000}))  # over server.max_input_chars
+        assert json.loads(ws.recv(timeout=30))["error"]["code"] == "input_too_long"
         ws.send(json.dumps({"type": "text.delta", "text": "Still here."}))
         ws.send(json.dumps({"type": "close"}))
         _, events, code = _read_all(ws)
@@ -187,8 +189,27 @@ def test_a_missing_or_wrong_key_closes_1008(server, key):
     assert httpx.get(server.url + "/health").json()["active_streams"] == 0
 
 
-def test_idle_sessions_close_1008(tiny_model, tiny_codec):
-    settings = tiny_settings(tiny_model, tiny_codec, server={"ws_idle_timeout_seconds": 0.5})
+def test_a_disconnect_frees_the_engine(server):
+    backend = server.service.models["en"].backend
+    aborted = backend.stats.requests_aborted
+    with _open(server, seed=4) as ws:
+        assert json.loads(ws.recv(timeout=30))["type"] == "session.created"
+        ws.send(json.dumps({"type": "text.delta", "text": "A long sentence that is still being spoken when we hang up"}))
+        ws.send(json.dumps({"type": "flush"}))
+        while not isinstance(ws.recv(timeout=60), bytes):
+            pass
+    deadline = time.monotonic() + 10
+    while (backend.stats.active_requests or backend.stats.requests_aborted == aborted) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert backend.stats.active_requests == 0 and backend.stats.requests_aborted == aborted + 1
+    while httpx.get(server.url + "/health").json()["active_streams"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert httpx.get(server.url + "/health").json()["active_streams"] == 0
+
+
+def test_idle_and_total_time_limits_close_1008(tiny_model, tiny_codec):
+    settings = tiny_settings(tiny_model, tiny_codec,
+                             server={"ws_idle_timeout_seconds": 0.5, "ws_max_session_seconds": 2.0})
     with LiveServer(settings) as srv:
         with _open(srv, key=None) as ws:
             _, events, code = _read_all(ws, timeout=30)  # starts, then says nothing
@@ -198,13 +219,33 @@ def test_idle_sessions_close_1008(tiny_model, tiny_codec):
         with connect(_url(srv), open_timeout=30) as ws:  # never starts
             _, events, code = _read_all(ws, timeout=30)
         assert code == 1008 and events[-1]["error"]["code"] == "idle_timeout"
+        with _open(srv, key=None) as ws:  # busy speaking (never idle), past the total limit
+            assert json.loads(ws.recv(timeout=30))["type"] == "session.created"
+            t = time.monotonic()
+            ws.send(json.dumps({"type": "text.delta", "text": "This sentence takes the tiny model many seconds to say"}))
+            ws.send(json.dumps({"type": "flush"}))
+            _, events, code = _read_all(ws, timeout=60)
+        assert code == 1008 and events[-1]["error"]["code"] == "session_timeout"
+        assert time.monotonic() - t < 30
 
 
-def test_a_full_server_closes_1013(tiny_model, tiny_codec):
-    settings = tiny_settings(tiny_model, tiny_codec, server={"max_concurrent": 1, "max_queue": 0})
+def test_a_session_is_a_stream_for_admission_and_client_limits(tiny_model, tiny_codec):
+    settings = tiny_settings(tiny_model, tiny_codec, api_keys=["k1", "k2"],
+                             server={"max_concurrent": 1, "max_queue": 0},
+                             security={"max_streams_per_client": 1})
     with LiveServer(settings) as srv:
-        with _open(srv, key=None) as first:
+        with _open(srv, key="k1") as first:
             assert json.loads(first.recv(timeout=30))["type"] == "session.created"
-            with _open(srv, key=None) as second:
-                _, events, code = _read_all(second, timeout=30)
+            with _open(srv, key="k2") as other_client:  # the server is full
+                _, events, code = _read_all(other_client, timeout=30)
             assert code == 1013 and events[-1]["error"]["code"] == "queue_full"
+            with _open(srv, key="k1") as same_client:  # k1's one stream is in use
+                _, events, code = _read_all(same_client, timeout=30)
+            assert code == 1013 and events[-1]["error"]["code"] == "too_many_streams"
+            r = httpx.post(srv.url + "/v1/audio/speech", json={"input": "Hi."},
+                           headers={"Authorization": "Bearer k1"}, timeout=30)
+            assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_streams"
+            first.send(json.dumps({"type": "close"}))
+            assert _read_all(first)[2] == 1000
+        with _open(srv, key="k1", max_tokens=16) as again:  # released: k1 may open another
+            assert json.loads(again.recv(timeout=30))["type"] == "session.created"

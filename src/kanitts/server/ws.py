@@ -144,7 +144,8 @@ async def speech_stream(ws: WebSocket) -> None:
         try:
             await ws.send_json({"type": "session.created", "version": PROTOCOL_VERSION, "session_id": request_id,
                                 "response_format": start.response_format, "audio": start.audio})
-            await _converse(ws, client, session, deadline, settings.ws_idle_timeout_seconds)
+            await _converse(ws, client, session, deadline, settings.ws_idle_timeout_seconds,
+                            speaker.max_input_chars or settings.max_input_chars)
             await ws.send_json({"type": "done", "usage": session.usage.as_dict(),
                                 "audio_seconds": session.audio_seconds,
                                 "segments": session.segments})
@@ -230,8 +231,10 @@ async def _check_start(speaker: Speaker, start: SessionStart, request_id: str) -
     await probe.speak(SpeechRequest(input="ok", **start.request_fields()), request_id)
 
 
-async def _converse(ws: WebSocket, client: _Client, session: SpeechSession, deadline: float, idle: float) -> None:
-    """Feed client messages to ``session`` until ``close`` (then finish it) or a limit."""
+async def _converse(ws: WebSocket, client: _Client, session: SpeechSession, deadline: float, idle: float,
+                    max_chars: int) -> None:
+    """Feed client messages to ``session`` until ``close`` (then finish it) or a limit; a delta
+    that would buffer more than ``max_chars`` uncut characters is refused (an error event)."""
     last = time.perf_counter()
     while True:
         now = time.perf_counter()
@@ -255,6 +258,10 @@ async def _converse(ws: WebSocket, client: _Client, session: SpeechSession, dead
             continue
         kind = msg["type"]
         if kind == "text.delta":
+            if len(session.pending_text) + len(msg["text"]) > max_chars:
+                await session.send(error_event(400, f"more than {max_chars} characters buffered without a boundary; "
+                                                    "send flush", param="text", code="input_too_long"))
+                continue
             session.text(msg["text"])
         elif kind == "flush":
             session.flush()

@@ -129,6 +129,11 @@ class SpeechSession:
         return round(self.samples / self.rate, 6) if self.rate else 0.0
 
     @property
+    def pending_text(self) -> str:
+        """Text received but not cut into a piece yet."""
+        return self._cutter.pending
+
+    @property
     def busy(self) -> bool:
         """True while pieces are queued, generating or playing."""
         return bool(self._pending)
