@@ -117,7 +117,7 @@ class SpeechSession:
         self._encoder: StreamEncoder | None = None
         self._playing: Piece | None = None
         self._playing_start = 0
-        self._player = asyncio.create_task(self._play(), name="ws-player")
+        self._player = self._start_player()
         self._send_lock = asyncio.Lock()
         self._pinned: dict[str, Any] = {}  # language and voice of the first piece, kept for all
         #: When the session last had nothing to speak (``time.perf_counter()``).
@@ -152,7 +152,7 @@ class SpeechSession:
         """Barge-in: drop the buffer and every piece; report the interrupted one; keep going."""
         self._cutter.clear()
         await self._stop_all(report=True)
-        self._player = asyncio.create_task(self._play(), name="ws-player")
+        self._player = self._start_player()
         await self.send({"type": "cancelled", "audio_end": self._seconds(self.samples),
                           "audio_end_sample": self.samples})
 
@@ -237,6 +237,11 @@ class SpeechSession:
         return dict(self._pinned)
 
     # -- playing ----------------------------------------------------------------------------
+    def _start_player(self) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._play(), name="ws-player")
+        task.add_done_callback(_log_failure)
+        return task
+
     async def _play(self) -> None:
         while True:
             while not self._pending:
@@ -312,15 +317,16 @@ class SpeechSession:
             await self._send_audio(data)
 
     async def _stop_all(self, *, report: bool) -> None:
+        pieces = list(self._pending)
+        self._pending.clear()  # first: a cancelled piece's task must not launch the next one
         self._player.cancel()
-        tasks = [p.task for p in self._pending if p.task is not None]
+        tasks = [p.task for p in pieces if p.task is not None]
         for t in tasks:
             t.cancel()
         for t in [self._player, *tasks]:
             with contextlib.suppress(BaseException):
                 await t
         cut = self._playing
-        self._pending.clear()
         self._playing = None
         self.idle_since = time.perf_counter()
         if cut is not None and report:
@@ -351,3 +357,8 @@ class SpeechSession:
 def _ramp(n: int) -> np.ndarray:
     """The synthesizer's fade-in ramp: ``n`` steps that never reach 0 (float32)."""
     return (np.arange(1, n + 1, dtype=np.float32) / (n + 1)).astype(np.float32)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("websocket player stopped: %r", task.exception())
