@@ -172,6 +172,9 @@ async def speech_stream(ws: WebSocket) -> None:
                 await ws.send_json(error_event(500, "internal error", code="server_error"))
                 await ws.close(CLOSE_SERVER_ERROR, "server error")
     finally:
+        if session is not None and status != "ok":
+            with contextlib.suppress(Exception):
+                await session.abort()  # also when this task is cancelled (shutdown): no piece outlives it
         client.close()
         if slot is not None:
             slot.release()
