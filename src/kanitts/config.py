@@ -24,6 +24,7 @@ from kanitts.engine import BACKEND_NAMES
 from kanitts.audio.resample import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from kanitts.engine.base import DEFAULT_SAMPLING
 from kanitts.engine.modes import DEFAULT_MODE, MODE_NAMES
+from kanitts.text.incremental import DEFAULT_MAX_CHARS, DEFAULT_MIN_CHARS
 from kanitts.tokens import PromptTemplate
 from kanitts.voices.settings import VoicesConfig
 
@@ -194,6 +195,22 @@ class ServerConfig(_Section):
     #: Allow a non-loopback ``host`` without API keys (``--insecure``); otherwise such a
     #: server refuses to start.
     insecure: bool = False
+    #: WebSocket sessions: shortest text piece cut at a clause/sentence boundary, in characters.
+    ws_min_chars: int = Field(DEFAULT_MIN_CHARS, ge=1)
+    #: WebSocket sessions: a piece without any boundary is cut between words at this length.
+    ws_max_chars: int = Field(DEFAULT_MAX_CHARS, ge=1)
+    #: WebSocket sessions end (close 1008) after this many seconds without a client message
+    #: while nothing is being spoken.
+    ws_idle_timeout_seconds: float = Field(60.0, gt=0)
+    #: WebSocket sessions end (close 1008) after this many seconds in all.
+    ws_max_session_seconds: float = Field(3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ws_bounds(self) -> "ServerConfig":
+        if self.ws_max_chars < self.ws_min_chars:
+            raise ValueError(f"server.ws_max_chars ({self.ws_max_chars}) must be >= server.ws_min_chars "
+                             f"({self.ws_min_chars})")
+        return self
 
 
 class SecurityConfig(_Section):

@@ -100,6 +100,10 @@ class ChunkEvent:
     finished: float | None = None
     samples: int = 0
     stopped_by: str | None = None
+    #: Where the chunk lies in the request's PCM (samples at ``SAMPLE_RATE``, before speed
+    #: change; end exclusive, the silence after it excluded); set as it is emitted.
+    start_sample: int | None = None
+    end_sample: int | None = None
 
 
 @dataclass
@@ -184,6 +188,7 @@ class Synthesizer:
 
         playing = 0
         launched = 0
+        by_index: dict[int, ChunkEvent] = {}
         first_audio = [False] * len(chunks)
 
         def launch() -> None:
@@ -203,6 +208,7 @@ class Synthesizer:
                     continue
                 ev = ChunkEvent(index=j, text=chunks[j].text)
                 synth.events.append(ev)
+                by_index[j] = ev
 
                 def on_first(j: int = j) -> None:
                     first_audio[j] = True
@@ -246,6 +252,8 @@ class Synthesizer:
                         else:
                             held, out = pcm, None
                         if out is not None and out.size:
+                            if by_index[i].start_sample is None:
+                                by_index[i].start_sample = synth.samples
                             synth.samples += out.size
                             emitted_any = True
                             yield out
@@ -254,8 +262,13 @@ class Synthesizer:
                 if held is not None and held.size:
                     if not last:
                         held = held * ramp_out[-held.size :]
+                    ev_i = by_index.get(i)
+                    if ev_i is not None and ev_i.start_sample is None:
+                        ev_i.start_sample = synth.samples
                     synth.samples += held.size
                     emitted_any = True
+                    if ev_i is not None:
+                        ev_i.end_sample = synth.samples
                     yield held
                 pause = 0.0 if last else float(getattr(chunk, "pause_after", 0.0))
                 if pause > 0 and (emitted_any or not last):

@@ -27,6 +27,7 @@ from kanitts.server.routes import router
 from kanitts.server.shutdown import Drain
 from kanitts.server.speech import Speaker
 from kanitts.server.voices_routes import FORM_OVERHEAD_BYTES, voices_router
+from kanitts.server.ws import ws_router
 from kanitts.service import TTSService
 
 logger = logging.getLogger(__name__)
@@ -109,4 +110,5 @@ def create_app(
     app.add_middleware(RequestIdMiddleware, max_body_bytes=settings.server.max_body_bytes, body_caps=body_caps)
     app.include_router(router)
     app.include_router(voices_router)
+    app.include_router(ws_router)
     return app

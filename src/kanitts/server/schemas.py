@@ -52,4 +52,6 @@ class SpeechRequest(BaseModel):
         None, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE,
         description="Output rate in Hz (default: 24000 for pcm and SSE, the model's 22050 otherwise)",
     )
+    timestamps: bool = Field(False, description="Non-streamed: segment timestamps in the X-Kanitts-Segments "
+                             "header (base64 JSON); SSE streams always carry segment events")
 

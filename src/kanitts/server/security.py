@@ -24,6 +24,10 @@
      ``server.max_body_bytes`` and answer 413 beyond it; ``Content-Length`` bodies are
      capped before they are read.
 
+WebSockets pass through with this middleware in their scope (``WS_GUARD``): the route
+accepts first (a key may come in the first message), then calls :meth:`SecurityMiddleware.ws_client`
+(same keys) and :meth:`SecurityMiddleware.ws_open` (a session is one request and one stream).
+
 All state is in-process; several replicas need a shared store (docs/deployment.md).
 """
 
@@ -49,9 +53,11 @@ PLAYGROUND_ROUTES = ("/", "/static/*", "/favicon.ico")
 #: Response headers a browser page on another origin may read.
 EXPOSED_HEADERS = (
     "X-Request-Id", "X-Kanitts-Voice", "X-Kanitts-Language", "X-Kanitts-Model",
-    "X-Sample-Rate", "X-Channels", "X-Bit-Depth", "Retry-After",
+    "X-Sample-Rate", "X-Channels", "X-Bit-Depth", "Retry-After", "X-Kanitts-Segments",
 )  # fmt: skip
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+#: Scope key under which a WebSocket route finds the :class:`SecurityMiddleware` (its guard).
+WS_GUARD = "kanitts.security"
 _LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
@@ -203,6 +209,48 @@ class SecurityMiddleware:
     def _count(self, reason: str) -> None:
         self.stats[reason] = self.stats.get(reason, 0) + 1
 
+    # -- the WebSocket route's guard (the same keys and limits as HTTP) ----------------------
+    def ws_client(self, scope: Scope, key: str | None) -> str | None:
+        """The client id of a WebSocket: its ``Authorization`` header's key, else ``key`` (from
+        its first message), else its IP when keys are off; ``None`` when the key is missing or
+        wrong (counted as ``unauthorized``)."""
+        if not self.keys.enabled:
+            peer = scope.get("client")
+            return "ip:" + (peer[0] if peer else "unknown")
+        token = bearer_token(scope.get("headers", []))
+        if token is None and key:
+            token = key.strip().encode()
+        if token is None or not self.keys.check(token):
+            self._count("unauthorized")
+            return None
+        return "key:" + hashlib.sha256(token).hexdigest()[:16]
+
+    def ws_open(self, client: str) -> tuple[str, str] | None:
+        """Count a session as one request and one stream of ``client``: ``None`` when allowed
+        (call :meth:`ws_close` at the end), else ``(code, message)``."""
+        if self.rate is not None:
+            wait = self.rate.hit(client)
+            if wait > 0:
+                self._count("rate_limited")
+                return ("rate_limit_exceeded", f"rate limit reached ({self.rate.limit} requests per minute); "
+                        f"retry in {math.ceil(wait)} s")
+        if self.max_streams > 0:
+            if self.active.get(client, 0) >= self.max_streams:
+                self._count("too_many_streams")
+                return ("too_many_streams",
+                        f"too many concurrent streams for this client (limit {self.max_streams})")
+            self.active[client] = self.active.get(client, 0) + 1
+        return None
+
+    def ws_close(self, client: str) -> None:
+        """Release the stream :meth:`ws_open` counted."""
+        if self.max_streams > 0:
+            n = self.active.get(client, 1) - 1
+            if n <= 0:
+                self.active.pop(client, None)
+            else:
+                self.active[client] = n
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind not in ("http", "websocket"):
@@ -212,6 +260,11 @@ class SecurityMiddleware:
         if route_matches(path, self.open_routes) or scope.get("method") == "OPTIONS":
             await self.app(scope, receive, send)
             return
+        if kind == "websocket":
+            # A WebSocket may send its key in its first message, so the route authenticates
+            # after accepting (and closes 1008 on a bad key): it gets this guard.
+            await self.app({**scope, WS_GUARD: self}, receive, send)
+            return
 
         # -- who is it --------------------------------------------------------------------
         client: str
@@ -219,9 +272,6 @@ class SecurityMiddleware:
             token = bearer_token(scope.get("headers", []))
             if token is None or not self.keys.check(token):
                 self._count("unauthorized")
-                if kind == "websocket":
-                    await send({"type": "websocket.close", "code": 1008, "reason": "invalid API key"})
-                    return
                 if token is None:
                     message, code = ("missing API key: send the header 'Authorization: Bearer YOUR_KEY'",
                                      "missing_api_key")
@@ -233,10 +283,6 @@ class SecurityMiddleware:
         else:
             peer = scope.get("client")
             client = "ip:" + (peer[0] if peer else "unknown")
-
-        if kind == "websocket":
-            await self.app(scope, receive, send)
-            return
 
         # -- rate ---------------------------------------------------------------------------
         if self.rate is not None:

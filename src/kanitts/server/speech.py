@@ -55,6 +55,7 @@ from kanitts.server.errors import APIError
 from kanitts.server.shutdown import Drain
 from kanitts.server.schemas import OPENAI_TTS_MODELS, SpeechRequest
 from kanitts.server.voice_choice import choose_voice, configured_embedding
+from kanitts.server.segments import SEGMENTS_HEADER, chunk_segments, segments_header
 from kanitts.service import TTSService
 from kanitts.synthesis import Synthesis, SynthesisError, collect
 from kanitts.tokens import SAMPLE_RATE
@@ -119,6 +120,8 @@ class Speech:
         self._drain = drain
         #: True when server shutdown cut the audio short (see :mod:`kanitts.server.shutdown`).
         self.cut = False
+        self._segments_sent = 0  # SSE segment events sent so far
+        self._segments: list[dict[str, Any]] | None = None  # a whole clip's, with timestamps=true
 
     # -- response metadata ----------------------------------------------------------------
     @property
@@ -145,6 +148,8 @@ class Speech:
             headers.update({"X-Channels": "1", "X-Bit-Depth": "16"})
         if self.stream_format == "sse":
             headers["Cache-Control"] = "no-cache"
+        if self._segments is not None:
+            headers[SEGMENTS_HEADER] = segments_header(self._segments)
         return headers
 
     # -- bodies ---------------------------------------------------------------------------
@@ -180,15 +185,19 @@ class Speech:
             raise
         finally:
             self._release()
+        if self.request.timestamps:
+            self._segments = chunk_segments(self.synthesis, self.request.speed)
         self._finish("ok", time.perf_counter() - self.t0)
         return SpeechAudio(data, int(pcm.size), self.rate)
 
     def stream(self) -> AsyncIterator[bytes]:
         """The response body, sent as produced: encoded file bytes, or for SSE one
-        ``speech.audio.delta`` event per piece (base64), then ``speech.audio.done`` with the
-        usage, or an ``error`` event when synthesis fails mid-stream."""
+        ``speech.audio.delta`` event per piece (base64), a ``segment`` event
+        (:mod:`kanitts.server.segments`) after each long-form chunk's audio, then
+        ``speech.audio.done`` with the usage, or an ``error`` event when synthesis fails
+        mid-stream."""
         if self.stream_format == "sse":
-            return self._encoded(_sse_delta, _sse_done, _sse_error)
+            return self._encoded(_sse_delta, _sse_done, _sse_error, self._new_segments)
         return self._encoded(lambda data: data, lambda _: None, lambda _: None)
 
     async def _encoded(
@@ -196,6 +205,7 @@ class Speech:
         wrap: Callable[[bytes], bytes],
         done: Callable[[Synthesis], bytes | None],
         fail: Callable[[str], bytes | None],
+        side: Callable[[], list[bytes]] | None = None,
     ) -> AsyncIterator[bytes]:
         """Both stream formats: PCM -> tempo -> encoder (worker thread for big chunks) ->
         ``wrap``; always releases the slot and reports once (``cancelled`` on disconnect)."""
@@ -209,12 +219,16 @@ class Speech:
                 if ttfa is None:
                     ttfa = time.perf_counter() - self.t0
                 yield wrap(data)
+                for event in side() if side is not None else ():
+                    yield event
             if self.cut:  # shutdown: the body ends properly, short
                 status = "cancelled"
                 logger.warning("request %s: ended early, the server is shutting down", self.request_id)
                 tail = fail("the server is shutting down")
             else:
                 status = "ok"
+                for event in side() if side is not None else ():
+                    yield event
                 tail = done(self.synthesis)
             if tail:
                 yield tail
@@ -231,6 +245,12 @@ class Speech:
                 await stream.aclose()  # type: ignore[attr-defined]
             self._release()
             self._finish(status, ttfa)
+
+    def _new_segments(self) -> list[bytes]:
+        """SSE events for the chunks finished since the last call."""
+        new = chunk_segments(self.synthesis, self.request.speed, skip=self._segments_sent)
+        self._segments_sent += len(new)
+        return [_sse_event(seg) for seg in new]
 
     # -- bookkeeping ----------------------------------------------------------------------
     def _release(self) -> None:
@@ -299,6 +319,13 @@ class Speaker:
         self.on_finish = on_finish
         self.drain = drain
 
+    def output_rate(self, fmt: str, sample_rate: int | None, sse: bool = False) -> int:
+        """The output rate in Hz: ``sample_rate`` when given, else ``pcm_sample_rate`` for pcm
+        and SSE (24,000, OpenAI's), else the model's 22,050."""
+        if sample_rate is not None:
+            return sample_rate
+        return self.pcm_rate if fmt == "pcm" or sse else SAMPLE_RATE
+
     async def speak(self, request: SpeechRequest, request_id: str = "", t0: float | None = None,
                     who: Requester | None = None) -> Speech:
         """Validate, route and plan ``request``, then take an admission slot.
@@ -333,9 +360,7 @@ class Speaker:
         fmt: AudioFormat = request.response_format or self.default_format
         if request.stream_format == "sse" and request.response_format is None:
             fmt = "pcm"
-        rate = request.sample_rate
-        if rate is None:
-            rate = self.pcm_rate if fmt == "pcm" or request.stream_format == "sse" else SAMPLE_RATE
+        rate = self.output_rate(fmt, request.sample_rate, request.stream_format == "sse")
         opts = svc.options(
             temperature=request.temperature,
             top_p=request.top_p,
