@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from kanitts.tokens import END_OF_TEXT, MODEL_VOCAB_SIZE, START_OF_TEXT
@@ -106,7 +107,18 @@ def make_model(out: Path, *, speakers: list[str], language: str, full_size: bool
     data["speaker_settings"] = {"status": "multispeaker", "speaker_list": speakers}
     data["kanitts_language"] = language
     cfg_path.write_text(json.dumps(data, indent=2))
+    _readable_like_any_file(out)
     return out
+
+
+def _readable_like_any_file(folder: Path) -> None:
+    """Give every file in ``folder`` the mode a plain ``open()`` would (0666 less the umask):
+    the safetensors writer creates its file through a private temp file (mode 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in folder.iterdir():
+        if f.is_file():
+            f.chmod(0o666 & ~umask)
 
 
 def make_tiny(
