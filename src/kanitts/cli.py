@@ -9,9 +9,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kanitts import __version__
+from kanitts.audio import FORMATS, MAX_SPEED, MIN_SPEED, format_for_suffix
+
+if TYPE_CHECKING:
+    from kanitts.server.schemas import SpeechRequest
 
 logger = logging.getLogger("kanitts")
 
@@ -65,9 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(say)
     say.add_argument("--voice", help="voice name (default: the model's default voice)")
     say.add_argument("--seed", type=int, help="sampling seed for reproducible output")
-    say.add_argument("--format", choices=["mp3", "opus", "aac", "flac", "wav", "pcm"],
+    say.add_argument("--format", choices=FORMATS,
                      help="output format (default: from the extension, else wav)")
-    say.add_argument("--speed", type=float, default=1.0, help="tempo 0.25-4.0 (pitch unchanged)")
+    say.add_argument("--speed", type=float, default=1.0, help=f"tempo {MIN_SPEED}-{MAX_SPEED} (pitch unchanged)")
     say.add_argument("--max-tokens", type=int, help="tokens per chunk (50 = 1 s)")
     _add_engine(say)
 
@@ -223,45 +227,40 @@ def _say(args: argparse.Namespace) -> int:
     if not text.strip():
         print("kanitts: error: nothing to say (empty text)", file=sys.stderr)
         return EXIT_ERROR
-    if not 0.25 <= args.speed <= 4.0:
-        print("kanitts: error: --speed must be between 0.25 and 4.0", file=sys.stderr)
+    if not MIN_SPEED <= args.speed <= MAX_SPEED:
+        print(f"kanitts: error: --speed must be between {MIN_SPEED} and {MAX_SPEED}", file=sys.stderr)
         return EXIT_ERROR
     out = Path(args.output)
-    fmt = args.format or {".mp3": "mp3", ".opus": "opus", ".ogg": "opus", ".aac": "aac", ".flac": "flac",
-                          ".pcm": "pcm", ".raw": "pcm"}.get(out.suffix.lower(), "wav")
-    return asyncio.run(_say_async(settings, text, args.voice, args.seed, fmt, args.speed, out))
+    fmt = args.format or format_for_suffix(out.suffix)
+    from kanitts.server.schemas import SpeechRequest
+
+    # The flags are checked above and by argparse; --seed keeps the CLI's range (any int,
+    # as the PyTorch backend takes), so the schema's HTTP bounds are not applied here.
+    request = SpeechRequest.model_construct(input=text, voice=args.voice, seed=args.seed,
+                                            response_format=fmt, speed=args.speed)
+    return asyncio.run(_say_async(settings, request, out))
 
 
-async def _say_async(settings: Any, text: str, voice: str | None, seed: int | None, fmt: str,
-                     speed: float, out: Path) -> int:
-    from kanitts.audio import encode_all
-    from kanitts.tokens import SAMPLE_RATE
-    from kanitts.routing import RoutingError
-    from kanitts.server.app import apply_speed
+async def _say_async(settings: Any, request: SpeechRequest, out: Path) -> int:
+    """The server's speech operation (``Speaker.speak``), without admission or an input cap."""
+    from kanitts.server.errors import APIError
+    from kanitts.server.speech import Speaker
     from kanitts.service import TTSService
-    from kanitts.synthesis import SynthesisError, collect
 
     svc = TTSService(settings)
     try:
         await svc.start()
         try:
-            route = svc.route(text, voice, None)
-        except RoutingError as exc:
-            print(f"kanitts: error: {exc}", file=sys.stderr)
+            speech = await Speaker(svc).speak(request, "say")
+            audio = await speech.audio()
+        except APIError as exc:
+            print(f"kanitts: error: {exc.message}", file=sys.stderr)
             return EXIT_ERROR
-        synth = svc.synthesize(route, text, svc.options(seed=seed), "say")
-        try:
-            pcm = await collect(apply_speed(synth.pcm(), speed))
-        except SynthesisError as exc:
-            print(f"kanitts: error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        data = encode_all(pcm, fmt, SAMPLE_RATE)  # type: ignore[arg-type]
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(data)
-        logger.info("wrote %s (%.2f s, voice %s, language %s)", out, pcm.size / SAMPLE_RATE,
-                    route.voice, route.language)
-        print(f"{out}: {pcm.size / SAMPLE_RATE:.2f} s, voice {route.voice}, language {route.language}",
-              file=sys.stderr)
+        out.write_bytes(audio.data)
+        route = speech.route
+        logger.info("wrote %s (%.2f s, voice %s, language %s)", out, audio.seconds, route.voice, route.language)
+        print(f"{out}: {audio.seconds:.2f} s, voice {route.voice}, language {route.language}", file=sys.stderr)
         return 0
     finally:
         await svc.close()

@@ -7,10 +7,11 @@ from kanitts.audio.encoders import (
     content_type,
     encode_all,
     encode_stream,
+    format_for_suffix,
     to_int16,
     wav_header,
 )
-from kanitts.audio.tempo import MAX_SPEED, MIN_SPEED, TempoChanger, atempo_factors
+from kanitts.audio.tempo import MAX_SPEED, MIN_SPEED, TempoChanger, apply_speed, atempo_factors
 
 __all__ = [
     "FORMATS",
@@ -19,10 +20,12 @@ __all__ = [
     "AudioFormat",
     "StreamEncoder",
     "TempoChanger",
+    "apply_speed",
     "atempo_factors",
     "content_type",
     "encode_all",
     "encode_stream",
+    "format_for_suffix",
     "to_int16",
     "wav_header",
 ]

@@ -68,6 +68,9 @@ _CONTENT_TYPES: dict[str, str] = {
     "pcm": "audio/pcm",  # raw s16le mono at the model rate (OpenAI's "pcm")
 }
 
+#: File name suffixes (``kanitts say -o``): each format's own, plus ``.ogg`` (Ogg Opus) and ``.raw``.
+_SUFFIXES: dict[str, str] = {f".{fmt}": fmt for fmt in FORMATS} | {".ogg": "opus", ".raw": "pcm"}
+
 # fmt -> (PyAV container format, encoder, sample format fed to the encoder,
 #         default bit rate, container options, codec options)
 _CODECS: dict[str, tuple[str, str, str, int | None, dict[str, str], dict[str, str]]] = {
@@ -98,6 +101,12 @@ def content_type(fmt: AudioFormat | str) -> str:
         return _CONTENT_TYPES[fmt]
     except KeyError:
         raise ValueError(f"unsupported audio format {fmt!r}; expected one of {', '.join(FORMATS)}") from None
+
+
+def format_for_suffix(suffix: str, default: str = "wav") -> str:
+    """The format a file name suffix names (``".mp3"`` -> ``"mp3"``, ``".ogg"`` -> ``"opus"``,
+    case-insensitive); ``default`` for any other suffix."""
+    return _SUFFIXES.get(suffix.lower(), default)
 
 
 def to_int16(pcm: np.ndarray) -> np.ndarray:

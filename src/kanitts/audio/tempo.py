@@ -11,7 +11,9 @@ stream for the buffered tail. Output length ~= input length / speed.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import AsyncIterator
 from fractions import Fraction
 
 import numpy as np
@@ -152,3 +154,31 @@ class TempoChanger:
         out = out.astype(np.float32, copy=False)
         self.samples_out += out.size
         return out
+
+
+async def apply_speed(
+    pcm: AsyncIterator[np.ndarray], speed: float, sample_rate: int = 22050
+) -> AsyncIterator[np.ndarray]:
+    """Tempo change of a stream of mono float32 PCM chunks (FFmpeg atempo, pitch unchanged).
+
+    A pass-through at ``speed == 1.0``; otherwise one :class:`TempoChanger` for the whole
+    stream, its buffered tail yielded at the end. Empty output chunks are skipped. Closing
+    this generator closes ``pcm`` (when it has ``aclose()``). Raises ``ValueError`` for a
+    speed outside [0.25, 4.0] when the first chunk is requested.
+    """
+    try:
+        if speed == 1.0:
+            async for chunk in pcm:
+                yield chunk
+            return
+        tempo = TempoChanger(speed, sample_rate)
+        async for chunk in pcm:
+            out = tempo.process(chunk)
+            if out.size:
+                yield out
+        tail = tempo.flush()
+        if tail.size:
+            yield tail
+    finally:
+        with contextlib.suppress(Exception):
+            await pcm.aclose()  # type: ignore[attr-defined]

@@ -19,17 +19,18 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from starlette.routing import Match
 
-from kanitts.server.security import ASGIApp, Message, Receive, Scope, Send
+from kanitts.audio import FORMATS, content_type
+from kanitts.server.asgi import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
 TTFA_BUCKETS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-_CT_FORMAT = {
-    "audio/wav": "wav", "audio/x-wav": "wav", "audio/pcm": "pcm", "audio/l16": "pcm", "audio/mpeg": "mp3",
-    "audio/ogg": "opus", "audio/opus": "opus", "audio/aac": "aac", "audio/flac": "flac",
-    "text/event-stream": "sse",
+#: Response Content-Type -> the ``format`` label: each audio format's own type, a few
+#: aliases a proxy may rewrite to, and SSE.
+_CT_FORMAT = {content_type(fmt): fmt for fmt in FORMATS} | {
+    "audio/x-wav": "wav", "audio/l16": "pcm", "audio/opus": "opus", "text/event-stream": "sse",
 }  # fmt: skip
 
 
@@ -96,17 +97,33 @@ class KanittsMetrics:
 
     def route_label(self, scope: Scope) -> str:
         """The matched route's template (bounded cardinality); ``other`` for unknown paths."""
-        for r in getattr(self.app, "routes", ()):
-            try:
-                match, _ = r.matches(scope)
-            except Exception:  # noqa: BLE001
-                continue
-            if match != Match.NONE:
-                return str(getattr(r, "path", "other"))
-        return "other"
+        return _route_template(getattr(self.app, "routes", ()), scope) or "other"
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _route_template(routes: Iterable[Any], scope: Scope) -> str | None:
+    """The path template of the first route matching ``scope``, looking into included
+    routers (FastAPI >= 0.165 keeps ``include_router`` routers as one entry whose routes
+    are on ``original_router``; older versions copy the routes in)."""
+    for r in routes:
+        try:
+            match, _ = r.matches(scope)
+        except Exception:  # noqa: BLE001
+            continue
+        if match == Match.NONE:
+            continue
+        path = getattr(r, "path", None)
+        if isinstance(path, str):
+            return path
+        inner = getattr(getattr(r, "original_router", None), "routes", None)
+        if inner is not None:
+            found = _route_template(inner, scope)
+            if found is not None:
+                return found
+        return None
+    return None
 
 
 class _StateCollector(Collector):

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kanitts.audio import MAX_SPEED, MIN_SPEED, AudioFormat
+
 OPENAI_TTS_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 
 
@@ -17,8 +19,8 @@ class SpeechRequest(BaseModel):
     model: str | None = Field(None, description="tts-1, tts-1-hd, gpt-4o-mini-tts or a loaded model id")
     input: str = Field(..., description="Text to speak")
     voice: str | None = Field(None, description="A voice of a loaded model, or an OpenAI voice name")
-    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] | None = None
-    speed: float = Field(1.0, ge=0.25, le=4.0)
+    response_format: AudioFormat | None = None
+    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
     instructions: str | None = Field(None, description="Accepted for compatibility; ignored")
     stream_format: Literal["audio", "sse"] | None = None
     # Extensions (all optional).
@@ -33,13 +35,3 @@ class SpeechRequest(BaseModel):
     language: str | None = Field(None, max_length=16)
     normalize: bool | None = None
 
-
-class ErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody

@@ -34,18 +34,12 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from kanitts.server.asgi import ASGIApp, Message, Receive, Scope, Send
 from kanitts.server.errors import error_payload
 
 logger = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Reachable without a key: the playground page and its assets (the page asks for a key).
 PLAYGROUND_ROUTES = ("/", "/static/*", "/favicon.ico")

@@ -1,0 +1,336 @@
+"""One speech request, from a validated :class:`SpeechRequest` to audio bytes.
+
+:meth:`Speaker.speak` is the single operation behind ``POST /v1/audio/speech`` and
+``kanitts say`` (and any later transport): it resolves everything about a request once,
+in this order, and answers bad input with :class:`APIError` (OpenAI's error shape):
+
+1. the models are loaded (503 ``model_loading`` otherwise);
+2. ``input`` is not blank (400 ``empty_input``) and not over ``max_input_chars``
+   (400 ``input_too_long``);
+3. ``model`` is an OpenAI TTS name or a loaded model (400 ``model_not_found``);
+4. the route: model, language and voice (400 ``invalid_voice`` / ``invalid_language``);
+5. the response format (``response_format``, else ``pcm`` for SSE, else the default);
+6. the synthesis options (configured defaults, then the request's own values);
+7. the text plan: at least one chunk with speakable text (400 ``empty_input``);
+8. an admission slot, when an :class:`Admission` is given (429 / 503).
+
+The returned :class:`Speech` holds the planned synthesis and the slot; audio starts only
+when its body is consumed: :meth:`Speech.audio` (one encoded file), :meth:`Speech.stream`
+(encoded bytes, or SSE events for ``stream_format="sse"``). Either releases the slot and
+reports the request exactly once (``on_finish`` receives :meth:`Speech.record`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kanitts.audio import AudioFormat, apply_speed, content_type, encode_all, encode_stream
+from kanitts.routing import Route, RoutingError
+from kanitts.server.admission import Admission, Slot
+from kanitts.server.errors import APIError
+from kanitts.server.schemas import OPENAI_TTS_MODELS, SpeechRequest
+from kanitts.service import TTSService
+from kanitts.synthesis import Synthesis, SynthesisError, collect
+from kanitts.tokens import SAMPLE_RATE
+
+logger = logging.getLogger(__name__)
+
+#: Receives each finished request's record (:meth:`Speech.record`): the access log, metrics.
+FinishHook = Callable[[dict[str, Any]], None]
+#: Called with +1 when a response stream starts sending and -1 when it ends.
+StreamHook = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class SpeechAudio:
+    """A whole clip: ``data`` is the encoded file, ``samples`` the PCM length after tempo
+    change (mono, ``SAMPLE_RATE`` Hz)."""
+
+    data: bytes
+    samples: int
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+
+class Speech:
+    """A planned, admitted speech request (built by :meth:`Speaker.speak`).
+
+    ``route`` (model, language, voice), ``fmt`` (the encoder's format), ``headers`` and
+    ``media_type`` for the response, ``synthesis`` (its ``usage`` and ``events`` fill in as
+    audio is produced). Consume the body once: :meth:`audio` or :meth:`stream`.
+    """
+
+    def __init__(
+        self,
+        request: SpeechRequest,
+        route: Route,
+        fmt: AudioFormat,
+        synthesis: Synthesis,
+        *,
+        request_id: str,
+        t0: float,
+        slot: Slot | None,
+        on_stream: StreamHook | None,
+        on_finish: FinishHook | None,
+    ) -> None:
+        self.request = request
+        self.route = route
+        self.fmt = fmt
+        self.synthesis = synthesis
+        self.request_id = request_id
+        self.t0 = t0
+        self._slot = slot
+        self._on_stream = on_stream
+        self._on_finish = on_finish
+
+    # -- response metadata ----------------------------------------------------------------
+    @property
+    def stream_format(self) -> str | None:
+        """``None`` (one file), ``"audio"`` (streamed file bytes) or ``"sse"``."""
+        return self.request.stream_format
+
+    @property
+    def media_type(self) -> str:
+        return "text/event-stream" if self.stream_format == "sse" else content_type(self.fmt)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers: the route taken, the PCM layout for ``pcm``, no caching for SSE."""
+        headers = {
+            "X-Kanitts-Voice": self.route.voice or "",
+            "X-Kanitts-Language": self.route.language,
+            "X-Kanitts-Model": self.route.model.model_id,
+        }
+        if self.fmt == "pcm":
+            headers.update({"X-Sample-Rate": str(SAMPLE_RATE), "X-Channels": "1", "X-Bit-Depth": "16"})
+        if self.stream_format == "sse":
+            headers["Cache-Control"] = "no-cache"
+        return headers
+
+    # -- bodies ---------------------------------------------------------------------------
+    def pcm(self) -> AsyncIterator[np.ndarray]:
+        """Mono float32 PCM chunks at ``SAMPLE_RATE`` Hz, tempo-changed by ``speed``."""
+        return apply_speed(self.synthesis.pcm(), self.request.speed, SAMPLE_RATE)
+
+    async def audio(self) -> SpeechAudio:
+        """The whole clip as one encoded file (the encoder runs in a worker thread).
+
+        Raises :class:`APIError` 500 ``synthesis_failed`` when synthesis fails. Releases
+        the slot; reports ``ok`` or ``error`` (nothing when cancelled)."""
+        try:
+            pcm = await collect(self.pcm())
+            data = await asyncio.to_thread(encode_all, pcm, self.fmt, SAMPLE_RATE)
+        except SynthesisError as exc:
+            self._finish("error", None)
+            raise APIError(500, str(exc), code="synthesis_failed") from None
+        finally:
+            self._release()
+        self._finish("ok", time.perf_counter() - self.t0)
+        return SpeechAudio(data, int(pcm.size))
+
+    def stream(self) -> AsyncIterator[bytes]:
+        """The response body, sent as produced: encoded file bytes, or for SSE one
+        ``speech.audio.delta`` event per piece (base64), then ``speech.audio.done`` with the
+        usage, or an ``error`` event when synthesis fails mid-stream."""
+        if self.stream_format == "sse":
+            return self._encoded(_sse_delta, _sse_done, _sse_error)
+        return self._encoded(lambda data: data, lambda _: None, lambda _: None)
+
+    async def _encoded(
+        self,
+        wrap: Callable[[bytes], bytes],
+        done: Callable[[Synthesis], bytes | None],
+        fail: Callable[[str], bytes | None],
+    ) -> AsyncIterator[bytes]:
+        """Both stream formats: PCM -> tempo -> encoder (worker thread for big chunks) ->
+        ``wrap``; always releases the slot and reports once (``cancelled`` on disconnect)."""
+        ttfa: float | None = None
+        status = "cancelled"
+        if self._on_stream is not None:
+            self._on_stream(1)
+        stream = encode_stream(self.pcm(), self.fmt, SAMPLE_RATE)
+        try:
+            async for data in stream:
+                if ttfa is None:
+                    ttfa = time.perf_counter() - self.t0
+                yield wrap(data)
+            status = "ok"
+            tail = done(self.synthesis)
+            if tail:
+                yield tail
+        except SynthesisError as exc:
+            status = "error"
+            logger.error("request %s: %s (stream ended early)", self.request_id, exc)
+            tail = fail(str(exc))
+            if tail:
+                yield tail
+        finally:
+            if self._on_stream is not None:
+                self._on_stream(-1)
+            with contextlib.suppress(Exception):
+                await stream.aclose()  # type: ignore[attr-defined]
+            self._release()
+            self._finish(status, ttfa)
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def _release(self) -> None:
+        if self._slot is not None:
+            self._slot.release()
+
+    def _finish(self, status: str, ttfa: float | None) -> None:
+        if self._on_finish is not None:
+            self._on_finish(self.record(status, ttfa))
+
+    def record(self, status: str, ttfa: float | None) -> dict[str, Any]:
+        """The request's log record: route, sizes, ``ttfa_ms``, the first chunk's timeline
+        (:func:`first_chunk_timeline`), real-time factor, tokens, ``status`` (ok, error,
+        cancelled), ``elapsed_s`` since arrival."""
+        synth = self.synthesis
+        elapsed = time.perf_counter() - self.t0
+        audio_s = synth.audio_seconds
+        return {
+            "request_id": self.request_id,
+            "voice": synth.route.voice,
+            "language": synth.route.language,
+            "model": synth.route.model.model_id,
+            "chars": len(self.request.input),
+            "format": self.fmt,
+            "stream": self.stream_format,
+            "chunks": len(synth.chunks),
+            "audio_seconds": round(audio_s, 3),
+            "ttfa_ms": None if ttfa is None else round(ttfa * 1000, 1),
+            **first_chunk_timeline(synth, self.t0),
+            "rtf": round(elapsed / audio_s, 4) if audio_s > 0 else None,
+            "tokens": synth.usage.output_tokens,
+            "status": status,
+            "elapsed_s": round(elapsed, 4),
+        }
+
+
+class Speaker:
+    """Turns speech requests into :class:`Speech` (see the module docstring for the rules).
+
+    ``default_format`` answers requests without ``response_format``; ``max_input_chars``
+    (``None``: no limit) caps ``input``; ``admission`` bounds concurrent syntheses (``None``:
+    unbounded, e.g. the CLI); ``on_stream`` / ``on_finish`` observe streams and finished
+    requests (the server's gauge and access log).
+    """
+
+    def __init__(
+        self,
+        service: TTSService,
+        *,
+        default_format: AudioFormat = "wav",
+        max_input_chars: int | None = None,
+        admission: Admission | None = None,
+        on_stream: StreamHook | None = None,
+        on_finish: FinishHook | None = None,
+    ) -> None:
+        self.service = service
+        self.default_format = default_format
+        self.max_input_chars = max_input_chars
+        self.admission = admission
+        self.on_stream = on_stream
+        self.on_finish = on_finish
+
+    async def speak(self, request: SpeechRequest, request_id: str = "", t0: float | None = None) -> Speech:
+        """Validate, route and plan ``request``, then take an admission slot.
+
+        ``t0`` is the arrival time (``time.perf_counter()``; now when omitted), the origin of
+        the logged latencies. Raises :class:`APIError` for anything the client must fix or
+        retry; no audio is generated until the returned body is consumed."""
+        t0 = time.perf_counter() if t0 is None else t0
+        svc = self.service
+        if not svc.ready:
+            raise APIError(503, "the model is still loading; retry shortly", code="model_loading",
+                           headers={"Retry-After": "5"})
+        text = request.input
+        if not text or not text.strip():
+            raise APIError(400, "input must not be empty", param="input", code="empty_input")
+        if self.max_input_chars is not None and len(text) > self.max_input_chars:
+            raise APIError(400, f"input is longer than {self.max_input_chars} characters",
+                           param="input", code="input_too_long")
+        self._check_model(request.model)
+        try:
+            route = svc.route(text, request.voice, request.language)
+        except RoutingError as exc:
+            raise APIError(400, str(exc), param=exc.param, code=f"invalid_{exc.param}") from None
+        fmt: AudioFormat = request.response_format or self.default_format
+        if request.stream_format == "sse" and request.response_format is None:
+            fmt = "pcm"
+        opts = svc.options(
+            temperature=request.temperature,
+            top_p=request.top_p,
+            repetition_penalty=request.repetition_penalty,
+            seed=request.seed,
+            max_tokens=request.max_tokens,
+            min_tokens=request.min_tokens,
+            max_chunk_seconds=request.max_chunk_duration,
+            silence_duration=request.silence_duration,
+            normalize=request.normalize,
+        )
+        if request.min_tokens is not None:
+            opts.length_bound = False
+        synth = svc.synthesize(route, text, opts, request_id)  # plans only; audio starts when iterated
+        if not any(chunk.text.strip() for chunk in synth.chunks):
+            raise APIError(400, "input contains no speakable text", param="input", code="empty_input")
+        slot = await self.admission.acquire() if self.admission is not None else None  # 429/503 when full
+        return Speech(request, route, fmt, synth, request_id=request_id, t0=t0, slot=slot,
+                      on_stream=self.on_stream, on_finish=self.on_finish)
+
+    def _check_model(self, name: str | None) -> None:
+        if name is None or name in OPENAI_TTS_MODELS:
+            return
+        models = self.service.models
+        known = {m.model_id for m in models.values()} | set(models)
+        if name not in known:
+            raise APIError(
+                400,
+                f"model {name!r} is not available; use one of: {', '.join([*OPENAI_TTS_MODELS, *sorted(known)])}",
+                param="model", code="model_not_found",
+            )
+
+
+def first_chunk_timeline(synth: Synthesis, t0: float) -> dict[str, float | None]:
+    """Where the time to first audio went, for the first text chunk, in ms since arrival:
+    ``start_ms`` (validation, text planning, admission: the request reaches the engine),
+    ``ttft_ms`` (the engine's first token), ``first_frame_ms`` (the first complete frame
+    goes to the codec); ``ttfa_ms`` minus that is decoding and response plumbing."""
+    ev = synth.events[0] if synth.events else None
+
+    def ms(t: float | None) -> float | None:
+        return None if not t else round((t - t0) * 1000, 1)
+
+    return {
+        "start_ms": ms(ev.started if ev else None),
+        "ttft_ms": ms(ev.first_token if ev else None),
+        "first_frame_ms": ms(ev.first_frame if ev else None),
+    }
+
+
+def _sse_event(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def _sse_delta(data: bytes) -> bytes:
+    return _sse_event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+
+
+def _sse_done(synth: Synthesis) -> bytes:
+    return _sse_event({"type": "speech.audio.done", "usage": synth.usage.as_dict()})
+
+
+def _sse_error(message: str) -> bytes:
+    return _sse_event({"type": "error", "error": {"message": message, "type": "server_error"}})
