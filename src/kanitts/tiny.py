@@ -18,6 +18,9 @@ from kanitts.tokens import END_OF_TEXT, MODEL_VOCAB_SIZE, START_OF_TEXT
 
 logger = logging.getLogger(__name__)
 
+#: Speakers written when none are given, per language (any other language: the ``es`` list).
+DEFAULT_VOICES: dict[str, list[str]] = {"en": ["andrew", "katie"], "es": ["nova", "ballad", "ash"]}
+
 _CORPUS = [
     "Hello world. This is a test of the speech model, with numbers like one two three.",
     "Hola mundo. Esta es una prueba del modelo de voz, con números como uno dos tres.",
@@ -135,7 +138,7 @@ def make_tiny(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if voices is None:
-        voices = ["andrew", "katie"] if language == "en" else ["nova", "ballad", "ash"]
+        voices = DEFAULT_VOICES.get(language, DEFAULT_VOICES["es"])
     model_dir = make_model(out / "model", speakers=voices, language=language, full_size=full_size, seed=seed)
     codec_path = write_tiny_nemo(out / "codec.nemo", full_size=full_size, seed=seed)
     logger.info("wrote %s and %s", model_dir, codec_path)

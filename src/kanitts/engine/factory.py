@@ -15,6 +15,19 @@ from kanitts.config import Settings
 from kanitts.engine.base import GenerationBackend
 
 
+#: engine.* options each backend honours (the others it ignores; start-up warns about any set
+#: away from its default, :func:`kanitts.preflight.ignored_engine_options`). vLLM takes its
+#: dtype from the mode preset; PyTorch has no vLLM engine arguments, modes or warm-up batch.
+HONOURED_ENGINE_OPTIONS: dict[str, frozenset[str]] = {
+    "vllm": frozenset({
+        "mode", "device", "gpu_memory_utilization", "kv_cache_memory_bytes", "max_model_len",
+        "max_num_seqs", "max_num_batched_tokens", "enforce_eager", "stream_interval", "quantization",
+        "tensor_parallel_size", "data_parallel_size", "gpus", "warmup",
+    }),
+    "torch": frozenset({"device", "dtype", "data_parallel_size", "gpus"}),
+}
+
+
 def vllm_usable() -> bool:
     """Whether vLLM is installed and a CUDA device is visible."""
     if importlib.util.find_spec("vllm") is None:
