@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator
 from typing import IO
@@ -17,6 +18,8 @@ from kanitts.synthesis import Synthesis
 
 #: Seconds between two refreshes of the bar.
 REFRESH_SECONDS = 0.25
+#: Terminal (columns, lines) assumed where the terminal reports none.
+FALLBACK_SIZE = (80, 24)
 
 
 def wanted(stream: IO[str] | None = None) -> bool:
@@ -24,6 +27,16 @@ def wanted(stream: IO[str] | None = None) -> bool:
     stream = stream if stream is not None else sys.stderr
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
+
+
+def _size(stream: IO[str]) -> tuple[int, int]:
+    """The terminal's (columns, lines), :data:`FALLBACK_SIZE` for what it does not report
+    (a bare pty reports 0 x 0, and tqdm then draws nothing)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return FALLBACK_SIZE
+    return size.columns or FALLBACK_SIZE[0], size.lines or FALLBACK_SIZE[1]
 
 
 @contextlib.asynccontextmanager
@@ -35,8 +48,9 @@ async def synthesis_progress(synth: Synthesis, enabled: bool, stream: IO[str] | 
         return
     from tqdm import tqdm
 
-    bar = tqdm(total=len(synth.chunks), unit="chunk", desc="say", file=stream or sys.stderr,
-               dynamic_ncols=True, leave=False)
+    out = stream or sys.stderr
+    ncols, nrows = _size(out)
+    bar = tqdm(total=len(synth.chunks), unit="chunk", desc="say", file=out, ncols=ncols, nrows=nrows, leave=False)
     stop = asyncio.Event()
 
     def refresh() -> None:
