@@ -178,7 +178,7 @@ def test_say_shows_progress_on_a_terminal(tiny_model, tiny_codec, tmp_path):
 
 
 # ---------------------------------------------------------------- 18: --help everywhere
-SUBCOMMANDS = [["serve"], ["say"], ["make-tiny"], ["bench"], ["config"], ["config", "show"]]
+SUBCOMMANDS = [[], ["serve"], ["say"], ["make-tiny"], ["bench"], ["config"], ["config", "show"]]
 
 
 def _option_entries(help_text: str) -> list[tuple[str, str]]:
@@ -197,7 +197,7 @@ def _option_entries(help_text: str) -> list[tuple[str, str]]:
     return [(opt, " ".join(rest.split())) for opt, rest in entries]
 
 
-@pytest.mark.parametrize("cmd", SUBCOMMANDS, ids=" ".join)
+@pytest.mark.parametrize("cmd", SUBCOMMANDS, ids=lambda c: " ".join(c) or "kanitts")
 def test_every_option_has_help_and_a_default(cmd):
     r = run(*cmd, "--help")
     assert r.returncode == 0, r.stderr
