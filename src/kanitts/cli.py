@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from kanitts import __version__
 from kanitts.audio import FORMATS, MAX_SPEED, MIN_SPEED, format_for_suffix
+from kanitts.engine.modes import MODE_NAMES
 
 if TYPE_CHECKING:
     from kanitts.server.schemas import SpeechRequest
@@ -40,7 +41,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     from typing import get_args
 
     from kanitts.config import EngineConfig
-    from kanitts.engine.modes import MODE_NAMES
 
     backends = list(get_args(EngineConfig.model_fields["backend"].annotation))
     p.add_argument("--config", metavar="FILE",
@@ -55,18 +55,19 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="language of --model; without --model, one of the configured languages to use "
                         f"as the default ({_config_default('default_language')})")
     p.add_argument("--backend", choices=backends,
-                   help=f"generation backend; auto = vLLM when installed and CUDA is present, else PyTorch "
-                        f"({_config_default('engine.backend')})")
+                   help="generation backend; auto = the native engine, vLLM for quantized modes and "
+                        f"tensor parallel ({_config_default('engine.backend')})")
     p.add_argument("--device", help=f"auto | cpu | cuda | cuda:N | mps ({_config_default('engine.device')})")
     p.add_argument("--mode", choices=list(MODE_NAMES),
-                   help=f"vLLM performance mode; other backends ignore it ({_config_default('engine.mode')})")
+                   help="performance mode: engine sizes for native and vLLM; the PyTorch backend ignores it "
+                        f"({_config_default('engine.mode')})")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: off)")
 
 
 def _add_engine(p: argparse.ArgumentParser, *, server: bool) -> None:
-    """vLLM engine overrides; ``server``: also the replica options (one server, several engines)."""
-    g = p.add_argument_group("vLLM engine overrides (each overrides the mode's preset; "
-                             "the PyTorch backend ignores them)")
+    """Engine overrides; ``server``: also the replica options (one server, several engines)."""
+    g = p.add_argument_group("engine overrides (each overrides the mode's preset; start-up warns "
+                             "about any the backend ignores)")
 
     def opt(flag: str, what: str, **kw: Any) -> None:
         default = _config_default("engine." + flag.lstrip("-").replace("-", "_"))

@@ -104,8 +104,9 @@ class LongFormConfig(_Section):
 
 
 class EngineConfig(_Section):
-    #: ``auto`` = vLLM when it is importable and CUDA is present, else PyTorch.
-    backend: Literal["auto", "vllm", "torch"] = "auto"
+    #: ``auto`` = the native engine (any device); ``vllm`` for what only vLLM offers
+    #: (fp8, bnb_4bit, tensor parallel); ``torch`` = transformers (reference path).
+    backend: Literal["auto", "native", "vllm", "torch"] = "auto"
     #: A preset of :data:`kanitts.engine.modes.MODES`.
     mode: Literal[MODE_NAMES] = DEFAULT_MODE  # type: ignore[valid-type]
     device: str = "auto"

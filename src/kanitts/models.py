@@ -63,9 +63,10 @@ def describe_language(code: str, cfg: LanguageConfig) -> tuple[str, list[str], s
 
 
 def engine_capacity(settings: Settings) -> int:
-    """Streams the engines can generate at once: vLLM's max_num_seqs summed over the loaded
-    languages and replicas; 64 for the PyTorch backend (it round-robins any number)."""
-    if backend_kind(settings) != "vllm":
+    """Streams the engines can generate at once: max_num_seqs (the mode's, or the override)
+    summed over the loaded languages and replicas for the native and vLLM engines; 64 for the
+    PyTorch backend (it round-robins any number)."""
+    if backend_kind(settings) == "torch":
         return 64
     from kanitts.engine.modes import engine_args_for
 

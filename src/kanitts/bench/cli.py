@@ -20,7 +20,7 @@ from typing import Any
 from kanitts.bench.assets import ensure_assets
 from kanitts.bench.gpu import device_name
 from kanitts.bench.http_load import STREAMS_PER_CLIENT_PROCESS
-from kanitts.bench.levels import LEVELS, default_levels
+from kanitts.bench.levels import BATCHING, LEVELS, default_levels
 from kanitts.bench.report import append_json, bench_line, result_line
 
 
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-mask", action="store_true", help="with --compare-restrict: mask-only at batch 256 too")
     p.add_argument("--first-chunk-frames", type=int, default=1, help="codec frames in the first audio chunk")
     p.add_argument("--label", help="free-form label stored in the JSON entry")
-    p.add_argument("--backend", choices=["vllm", "torch"], default="vllm",
+    p.add_argument("--backend", choices=["vllm", "native", "torch"], default="vllm",
                    help="HTTP path: the server's backend (torch: CPU smoke tests)")
     p.add_argument("--codec-alone", action="store_true", help="HTTP path: also time the codec alone afterwards")
     p.add_argument("--no-codec", action="store_true", help="engine-only: no codec (tokens only)")
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         entry.setdefault("backend", "vllm")
         entry.setdefault("mode", args.mode)
     entry.setdefault("backend", "unknown" if args.url else args.backend)
-    entry.setdefault("mode", args.mode if entry["backend"] == "vllm" and not args.url else "unknown")
+    entry.setdefault("mode", args.mode if entry["backend"] in BATCHING and not args.url else "unknown")
     entry.setdefault("baseline_single_stream_rtf", None)
     for k in ("single_stream_rtf", "ttfa_p50_ms", "ttfa_p95_ms", "ttfa_p50_ms_256", "max_realtime_streams",
               "peak_gpu_mb", "codec_audio_s_per_s"):

@@ -16,7 +16,7 @@ from typing import Any
 from kanitts.bench.codec import codec_throughput, load_codec
 from kanitts.bench.gpu import GpuMemPeak, cuda_available, gpu_memory_used_mib
 from kanitts.bench.http_load import client_processes, http_load, http_stream_once
-from kanitts.bench.levels import default_levels, eta_seconds
+from kanitts.bench.levels import BATCHING, default_levels, eta_seconds
 from kanitts.bench.report import bench_line
 from kanitts.bench.seed import seed_server
 from kanitts.bench.server_proc import free_port, serve_subprocess
@@ -91,7 +91,7 @@ async def http_bench(args: argparse.Namespace, model: Path | None, codec_path: P
     """HTTP figures (and, with ``--baseline seed``, the seed configuration's first).
 
     ``res["backend"]`` and ``res["mode"]`` are what ran: for a server started here its
-    backend (and, for vLLM, ``--mode``); for ``--url`` what the server reports, else
+    backend (and, for vLLM and native, ``--mode``); for ``--url`` what the server reports, else
     ``"unknown"``. Levels not given on the command line come from
     :func:`kanitts.bench.levels.default_levels` for that backend and this machine."""
     res: dict[str, Any] = {"path": "http", "tokens": args.tokens}
@@ -102,7 +102,7 @@ async def http_bench(args: argparse.Namespace, model: Path | None, codec_path: P
         args.backend = res["backend"]
     else:
         res["backend"] = args.backend
-        res["mode"] = args.mode if args.backend == "vllm" else "unknown"
+        res["mode"] = args.mode if args.backend in BATCHING else "unknown"
     conc_default, rt_default = default_levels(args.backend, cuda_available())
     concurrency = args.concurrency if args.concurrency is not None else conc_default
     realtime = args.realtime_levels if args.realtime_levels is not None else rt_default
@@ -130,7 +130,7 @@ async def http_bench(args: argparse.Namespace, model: Path | None, codec_path: P
         with serve_subprocess(model, codec_path, args.mode, free_port(), extra, log_path=args.server_log,
                               env=env, backend=args.backend) as base:
             res["backend"], reported_mode = server_backend(base)
-            if res["backend"] != "vllm":
+            if res["backend"] not in BATCHING:
                 res["mode"] = reported_mode
             bench_line("server_ready", backend=res["backend"])
             m = await measure_server(base, levels, args)

@@ -30,11 +30,11 @@ def serve_subprocess(model: Path, codec: Path, mode: str, port: int, extra: Sequ
                      backend: str = "vllm") -> Iterator[str]:
     """Run ``kanitts serve`` (``extra``: more CLI flags, ``env``: more environment) and yield
     its base URL once /ready says so; terminated (killed after 30 s) on exit. Output goes to
-    ``log_path`` (appended) or a temporary file. ``mode`` is passed to vLLM servers only.
+    ``log_path`` (appended) or a temporary file. ``mode`` is passed to every backend but torch.
     Raises RuntimeError with the server's last output lines if it exits early, TimeoutError."""
     cmd = [sys.executable, "-m", "kanitts.cli", "serve", "--model", str(model), "--codec", str(codec),
            "--backend", backend, "--port", str(port), *extra]
-    if backend == "vllm":
+    if backend != "torch":  # the PyTorch backend has no modes
         cmd += ["--mode", mode]
     with contextlib.ExitStack() as stack:
         if log_path:

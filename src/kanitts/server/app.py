@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from kanitts import __version__
 from kanitts.config import Settings
 from kanitts.server.access_log import log_request
 from kanitts.server.admission import Admission
@@ -63,7 +64,7 @@ def create_app(
                     await task
             await svc.close()
 
-    app = FastAPI(title="kanitts-vllm", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="kanitts-vllm", version=__version__, lifespan=lifespan)
     state = app.state
     state.service = svc
     state.settings = settings

@@ -1,0 +1,251 @@
+"""Device benchmark of the native engine (full-size random weights, bf16, CUDA).
+
+Steps (any subset, in order):
+  assets   build the full-size random-weight checkpoint (``kanitts.tiny.make_model``) if missing
+  step     the decode step alone: CUDA-graph replay and eager ms per step at each batch size, every
+           slot active, attention spans 512 and ``--max-len`` (comparable to ``lean_step.py``)
+  engine   ``NativeBackend`` end to end (scheduler, sampling, host copies): start-up time, then
+           N concurrent streams of ``--tokens`` tokens each: aggregate tokens/s, per-stream RTF,
+           time to the first frame (TTFA at the engine) and the scheduler's host ms per step
+  memory   the low_vram shape (4 slots x 2,048, graphs on): GPU memory itemised (nvidia-smi + torch)
+  compile  the step fused by torch.compile (Inductor) and graphed, at batch 1 and the largest batch
+
+usage: python3 scripts/native_bench.py STEP... [--assets DIR] [--batches 1,64,256,512]
+       [--max-len 1024] [--tokens 500] [--json FILE]
+Prints one ``RESULT {json}`` line per measurement and appends them to ``--json`` (a JSON list).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import statistics
+import subprocess
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kanitts import tokens as tk
+
+log = logging.getLogger("native_bench")
+PROMPT = [tk.START_OF_HUMAN, 1, *range(300, 318), tk.END_OF_TEXT, tk.END_OF_HUMAN]  # ~20 text tokens
+
+
+def emit(args: argparse.Namespace, row: dict[str, Any]) -> None:
+    row = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+    log.info("RESULT %s", json.dumps(row))
+    if args.json:
+        path = Path(args.json)
+        rows = json.loads(path.read_text()) if path.exists() else []
+        rows.append(row)
+        path.write_text(json.dumps(rows, indent=1))
+
+
+def smi_used_mib() -> int:
+    """GPU memory used on the card (all processes), MiB, from nvidia-smi."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True).stdout.split()
+    except OSError:
+        return -1
+    return int(out[0]) if out else -1
+
+
+def model_dir(args: argparse.Namespace) -> str:
+    return str(Path(args.assets) / "model")
+
+
+def step_assets(args: argparse.Namespace) -> None:
+    from kanitts.tiny import make_model
+
+    path = Path(model_dir(args))
+    if not (path / "config.json").exists():
+        t0 = time.perf_counter()
+        make_model(path, speakers=["andrew"], language="en", full_size=True)
+        log.info("built full-size assets in %.1f s", time.perf_counter() - t0)
+
+
+def _pool(args: argparse.Namespace, slots: int, max_len: int):
+    from kanitts.engine.native.sampler import Sampler
+    from kanitts.engine.native.slots import SlotParams, SlotPool
+    from kanitts.engine.native.weights import load_lfm2
+
+    model = load_lfm2(model_dir(args), "cuda", torch.bfloat16)
+    pool = SlotPool(model, slots, max_len)
+    sampler = Sampler(model, pool)
+    opened = tk.with_opening(PROMPT)
+    pool.admit(list(range(slots)), [SlotParams(prompt=opened, temperature=0.6, top_p=0.95, repetition_penalty=1.1,
+                                               seed=i, min_tokens=10**9, constrained=True,
+                                               stop_ids=tk.STOP_TOKEN_IDS) for i in range(slots)])
+    # every codebook phase present, as in a real batch
+    pool.tok.copy_(torch.tensor([tk.audio_token(i % 4, (7 * i) % tk.CODEBOOK_SIZE) for i in range(slots)]))
+    return model, pool, sampler
+
+
+def _time_replays(fn, iters: int) -> float:
+    for _ in range(5):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / iters
+
+
+def step_step(args: argparse.Namespace, compile: bool = False) -> None:
+    from kanitts.engine.native.graphs import DecodeStep
+
+    batches = [int(b) for b in args.batches.split(",")]
+    if compile:
+        batches = sorted({batches[0], batches[-1]})
+    model, pool, sampler = _pool(args, max(batches), args.max_len)
+    spans = [512, args.max_len] if not compile else [args.max_len]
+    t0 = time.perf_counter()
+    step = DecodeStep(model, pool, sampler, graphs=True, compile=compile, sizes=batches, spans=spans)
+    saved = pool.active.clone()
+    step.capture()
+    pool.active.copy_(saved)
+    setup = time.perf_counter() - t0
+    fill = 400  # cached positions per slot while timing (fits both spans)
+    with torch.inference_mode():
+        for b in batches:
+            for span in spans:
+                pool.cache_len.fill_(fill)
+                pool.rope_pos.fill_(fill)
+                g = step.graphs[(b, span)]
+                ms = _time_replays(g.replay, 100)
+                pool.cache_len.fill_(fill)
+                eager = None if compile else _time_replays(lambda: step.step_eager(b, span, False), 20)
+                emit(args, {"step": "compile" if compile else "step", "batch": b, "attn_span": span,
+                            "max_len": args.max_len, "graph_ms": ms, "eager_ms": eager,
+                            "tokens_per_s": b * 1e3 / ms, "rtf_per_stream": ms * tk.TOKENS_PER_SECOND / 1e3,
+                            "setup_s": setup})
+    del step, pool, model
+    torch.cuda.empty_cache()
+
+
+async def _engine(args: argparse.Namespace) -> None:
+    from kanitts.engine.base import SamplingParams
+    from kanitts.engine.native.backend import NativeBackend
+
+    batches = [int(b) for b in args.batches.split(",")]
+    slots = max(batches)
+    t0 = time.perf_counter()
+    backend = NativeBackend(model_dir(args), device=args.device, dtype=args.dtype, max_num_seqs=slots,
+                            max_model_len=args.max_len, max_prefill_tokens=16384, warmup=True)
+    await backend.start()
+    startup = time.perf_counter() - t0
+    sched = backend.scheduler
+    assert sched is not None
+    emit(args, {"step": "engine_start", "slots": slots, "max_len": args.max_len, "startup_s": startup,
+                "graphs": len(backend.scheduler.step.graphs), "capture_s": sched.step.capture_seconds,
+                "torch_reserved_mib": torch.cuda.memory_reserved() / 2**20, "smi_used_mib": smi_used_mib()})
+    n_tok = args.tokens
+
+    async def one(i: int, t_start: float) -> tuple[float, float, int]:
+        first, count = -1.0, 0
+        params = SamplingParams(seed=i, max_tokens=n_tok, min_tokens=n_tok)
+        async for ids in backend.stream(PROMPT, params):
+            if first < 0:
+                first = time.perf_counter() - t_start
+            count += len(ids)
+        return first, time.perf_counter() - t_start, count
+
+    for n in batches:
+        reps = 3 if n == 1 else 1
+        for _ in range(reps):
+            steps0, host0 = sched.stats.steps, sched.stats.host_seconds
+            t_start = time.perf_counter()
+            res = await asyncio.gather(*(one(i, t_start) for i in range(n)))
+            wall = time.perf_counter() - t_start
+            firsts = sorted(r[0] for r in res)
+            ends = sorted(r[1] for r in res)
+            assert all(r[2] == n_tok for r in res)
+            steps = sched.stats.steps - steps0
+            audio_s = n_tok / tk.TOKENS_PER_SECOND
+            emit(args, {"step": "engine", "streams": n, "tokens": n_tok, "wall_s": wall,
+                        "tokens_per_s": n * n_tok / wall, "rtf_p50": statistics.median(ends) / audio_s,
+                        "rtf_worst": ends[-1] / audio_s, "ttfa_p50_ms": statistics.median(firsts) * 1e3,
+                        "ttfa_max_ms": firsts[-1] * 1e3, "steps": steps, "ms_per_step": wall * 1e3 / max(1, steps),
+                        "host_ms_per_step": (sched.stats.host_seconds - host0) * 1e3 / max(1, steps)})
+    await backend.close()
+
+
+def step_engine(args: argparse.Namespace) -> None:
+    asyncio.run(_engine(args))
+    torch.cuda.empty_cache()
+
+
+def step_memory(args: argparse.Namespace) -> None:
+    """low_vram shape; meant to run first in its own process (the context is counted)."""
+    from kanitts.engine.base import SamplingParams
+    from kanitts.engine.modes import DEFAULT_MAX_MODEL_LEN, MODES
+    from kanitts.engine.native.backend import NativeBackend
+
+    torch.zeros(1, device="cuda")
+    torch.cuda.synchronize()
+    base = smi_used_mib()
+    slots = int(MODES["low_vram"]["max_num_seqs"])
+    backend = NativeBackend(model_dir(args), device="cuda", dtype="bfloat16", max_num_seqs=slots,
+                            max_model_len=DEFAULT_MAX_MODEL_LEN, max_prefill_tokens=1024, warmup=True)
+
+    async def go() -> None:
+        await backend.start()
+
+        async def one(i: int) -> None:
+            async for _ in backend.stream(PROMPT, SamplingParams(seed=i, max_tokens=200, min_tokens=200)):
+                pass
+
+        await asyncio.gather(*(one(i) for i in range(slots)))
+
+    asyncio.run(go())
+    torch.cuda.synchronize()
+    model = backend.model
+    assert model is not None and backend.scheduler is not None
+    pool = backend.scheduler.pool
+    weights = model.nbytes()
+    state = pool.cache.nbytes() + pool.seen.numel()
+    m = 2**20
+    emit(args, {"step": "memory", "slots": slots, "max_len": DEFAULT_MAX_MODEL_LEN, "smi_context_mib": base,
+                "smi_used_mib": smi_used_mib(), "weights_mib": weights / m, "slot_state_mib": state / m,
+                "torch_allocated_mib": torch.cuda.memory_allocated() / m,
+                "torch_max_allocated_mib": torch.cuda.max_memory_allocated() / m,
+                "torch_reserved_mib": torch.cuda.memory_reserved() / m,
+                "graphs": len(backend.scheduler.step.graphs), "startup_s": backend.startup_seconds})
+    asyncio.run(backend.close())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("steps", nargs="+", choices=["assets", "step", "engine", "memory", "compile"])
+    ap.add_argument("--assets", default="/tmp/kanitts-native")
+    ap.add_argument("--batches", default="1,64,256,512")
+    ap.add_argument("--max-len", type=int, default=1024)
+    ap.add_argument("--tokens", type=int, default=500)
+    ap.add_argument("--json", default="")
+    ap.add_argument("--device", default="cuda", help="engine step only (cpu: a smoke test)")
+    ap.add_argument("--dtype", default="bfloat16", help="engine step only")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if torch.cuda.is_available():
+        log.info("device %s, torch %s", torch.cuda.get_device_name(), torch.__version__)
+    for name in args.steps:
+        t0 = time.perf_counter()
+        try:
+            {"assets": step_assets, "step": step_step, "engine": step_engine, "memory": step_memory,
+             "compile": lambda a: step_step(a, compile=True)}[name](args)
+        except Exception:  # noqa: BLE001 - one failed step must not lose the others' figures
+            log.error("step %s failed:\n%s", name, traceback.format_exc())
+        log.info("step %s took %.1f s", name, time.perf_counter() - t0)
+
+
+if __name__ == "__main__":
+    main()

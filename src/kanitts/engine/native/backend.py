@@ -1,0 +1,178 @@
+"""``NativeBackend``: the native KaniTTS engine behind the :class:`GenerationBackend` contract.
+
+Our own LFM2 forward on a static slot pool, continuous batching in one worker thread, the
+codebook-only head with on-device sampling, and CUDA graphs per batch bucket on CUDA
+(eager on CPU/MPS). Needs only torch and safetensors (plus ``huggingface_hub`` for hub ids).
+
+Back-pressure: at most ``max_num_seqs`` requests generate at once and ``max_waiting`` more
+wait inside the engine; beyond that :meth:`stream` waits (it never fails for being busy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import AsyncIterator
+
+from kanitts.engine.base import GenerationBackend, SamplingParams
+from kanitts.engine.native.graphs import DecodeStep
+from kanitts.engine.native.model import Lfm2
+from kanitts.engine.native.sampler import Sampler
+from kanitts.engine.native.scheduler import DONE, Request, Scheduler
+from kanitts.engine.native.slots import SlotParams, SlotPool
+from kanitts.engine.native.weights import load_lfm2
+from kanitts.engine.torch_backend import pick_device, pick_dtype
+from kanitts.tokens import with_opening
+
+logger = logging.getLogger(__name__)
+
+
+class NativeBackend(GenerationBackend):
+    """The native engine for one model (hub id or folder).
+
+    ``max_num_seqs`` slots of ``max_model_len`` positions each are allocated at start;
+    ``max_prefill_tokens`` bounds one batched prefill (padded tokens); ``stream_interval``
+    tokens are handed over at a time (4 = one codec frame); ``cuda_graphs`` / ``compile``
+    apply on CUDA only. ``force_opening`` teacher-forces ``[START_OF_AI, START_OF_SPEECH]``
+    after a prompt ending with END_OF_HUMAN (as the other backends do).
+    """
+
+    name = "native"
+
+    def __init__(self, model: str, *, device: str = "auto", dtype: str = "auto", max_num_seqs: int = 64,
+                 max_model_len: int = 2048, max_prefill_tokens: int = 4096, max_waiting: int = 1024,
+                 stream_interval: int = 4, cuda_graphs: bool = True, compile: bool = False,
+                 force_opening: bool = True, warmup: bool = False) -> None:
+        super().__init__()
+        self.model_id = model
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.max_num_seqs, self.max_model_len = max_num_seqs, max_model_len
+        self.max_prefill_tokens = max(max_prefill_tokens, max_model_len)
+        self.max_waiting = max_waiting
+        self.stream_interval = stream_interval
+        self.cuda_graphs, self.compile = cuda_graphs, compile
+        self.force_opening = force_opening
+        self.warmup = warmup
+        self.model: Lfm2 | None = None
+        self.scheduler: Scheduler | None = None
+        self.startup_seconds = 0.0
+        self._thread: threading.Thread | None = None
+        self._ids = itertools.count()
+        self._sem: asyncio.Semaphore | None = None
+        self._sem_loop: asyncio.AbstractEventLoop | None = None
+        self._ready = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        t0 = time.perf_counter()
+        await asyncio.to_thread(self._build)
+        assert self.scheduler is not None
+        self._thread = threading.Thread(target=self.scheduler.run, name=f"native-engine-{self.model_id}",
+                                        daemon=True)
+        self._thread.start()
+        self._ready = True
+        if self.warmup:
+            await self._warm()
+        self.startup_seconds = time.perf_counter() - t0
+        logger.info("native engine ready in %.1f s (%d slots x %d positions, %s, %s)", self.startup_seconds,
+                    self.max_num_seqs, self.max_model_len, self.device, self.dtype)
+
+    def _build(self) -> None:
+        model = load_lfm2(self.model_id, self.device, self.dtype)
+        pool = SlotPool(model, self.max_num_seqs, self.max_model_len)
+        sampler = Sampler(model, pool)
+        step = DecodeStep(model, pool, sampler, graphs=self.cuda_graphs, compile=self.compile)
+        step.capture()
+        self.model = model
+        self.scheduler = Scheduler(model, pool, sampler, step, max_prefill_tokens=self.max_prefill_tokens,
+                                   stream_interval=self.stream_interval)
+        logger.info("native engine: %.0f MiB of slot state", pool.cache.nbytes() / 2**20)
+
+    async def _warm(self) -> None:
+        """A few sampled requests so prefill and sampling kernels exist before traffic."""
+        from kanitts.tokens import END_OF_HUMAN, START_OF_HUMAN
+
+        params = SamplingParams(max_tokens=8, min_tokens=8, seed=0)
+        prompt = [START_OF_HUMAN, 1, 2, END_OF_HUMAN]
+
+        async def one() -> None:
+            async for _ in self.stream(prompt, params, "warmup"):
+                pass
+
+        await asyncio.gather(*(one() for _ in range(min(4, self.max_num_seqs))))
+
+    async def close(self) -> None:
+        self._ready = False
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 30)
+        self.scheduler = None
+        self.model = None
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    # -- API -------------------------------------------------------------------------------
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._sem is None or self._sem_loop is not loop:
+            self._sem = asyncio.Semaphore(self.max_num_seqs + self.max_waiting)
+            self._sem_loop = loop
+        return self._sem
+
+    def _request(self, prompt_ids: list[int], params: SamplingParams, rid: str) -> Request:
+        assert self.model is not None
+        prompt = with_opening(prompt_ids) if self.force_opening else list(prompt_ids)
+        vocab = self.model.spec.vocab_size
+        if not prompt:
+            raise ValueError("empty prompt")
+        if len(prompt) >= self.max_model_len:
+            raise ValueError(f"prompt of {len(prompt)} tokens does not fit max_model_len {self.max_model_len}")
+        if min(prompt) < 0 or max(prompt) >= vocab:
+            raise ValueError(f"prompt token ids must be in 0..{vocab - 1}")
+        seed = params.seed if params.seed is not None else random.getrandbits(31)
+        sp = SlotParams(prompt=prompt, temperature=params.temperature, top_p=params.top_p,
+                        repetition_penalty=params.repetition_penalty, seed=seed,
+                        min_tokens=params.min_tokens, constrained=params.constrained,
+                        stop_ids=tuple(params.stop_token_ids))
+        max_new = max(1, min(params.max_tokens, self.max_model_len - len(prompt)))
+        return Request(rid=rid, prompt=prompt, slot_params=sp, max_new=max_new,
+                       stops=frozenset(params.stop_token_ids), out=asyncio.Queue(),
+                       loop=asyncio.get_running_loop())
+
+    async def stream(self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None
+                     ) -> AsyncIterator[list[int]]:
+        if not self._ready or self.scheduler is None:
+            raise RuntimeError("native backend is not started")
+        req = self._request(list(prompt_ids), params, request_id or f"req-{next(self._ids)}")
+        sem = self._semaphore()
+        await sem.acquire()
+        scheduler = self.scheduler
+        self.stats.active_requests += 1
+        try:
+            scheduler.submit(req)
+            while True:
+                item = await req.out.get()
+                if item is DONE:
+                    self.stats.requests_finished += 1
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                self.stats.tokens_generated += len(item)
+                yield item
+        finally:
+            if not req.closed:
+                req.cancelled.set()
+                self.stats.requests_aborted += 1
+                logger.debug("request %s aborted by its consumer", req.rid)
+            self.stats.active_requests -= 1
+            self.stats.kv_cache_usage = scheduler.active / self.max_num_seqs
+            sem.release()
+

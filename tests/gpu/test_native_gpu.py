@@ -1,0 +1,140 @@
+"""GPU suite for the native engine (run on the device; skipped without CUDA).
+
+Full-size random weights in bf16 (``KANITTS_NATIVE_ASSETS``, default /tmp/kanitts-native,
+built by ``scripts/native_bench.py assets`` or here). Tolerances:
+
+* logits: our bf16 forward is no further from transformers' float32 forward than
+  transformers' own bf16 forward is (x1.5, + 0.01 absolute), teacher-forced;
+* graphs: every (batch bucket, attention span) graph gives exactly the tokens of the same
+  step run eagerly (same kernels, same inputs);
+* an engine stream's frames are all valid, and a seeded stream repeats itself exactly when
+  run again in the same batch shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+from kanitts import tokens as tk  # noqa: E402
+from kanitts.engine.base import SamplingParams  # noqa: E402
+
+PROMPT = [tk.START_OF_HUMAN, 1, *range(300, 318), tk.END_OF_TEXT, tk.END_OF_HUMAN]
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> str:
+    from kanitts.tiny import make_model
+
+    path = Path(os.environ.get("KANITTS_NATIVE_ASSETS", "/tmp/kanitts-native")) / "model"
+    if not (path / "config.json").exists():
+        make_model(path, speakers=["andrew"], language="en", full_size=True)
+    return str(path)
+
+
+@torch.no_grad()
+def test_bf16_logits_as_close_to_float32_as_transformers_own_bf16(model_dir):
+    from transformers import Lfm2ForCausalLM
+
+    from kanitts.engine.native.model import StateCache
+    from kanitts.engine.native.weights import load_lfm2
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 80539, (2, 48), generator=g).cuda()
+    ref32 = Lfm2ForCausalLM.from_pretrained(model_dir, dtype=torch.float32).cuda().eval()
+    want = ref32(input_ids=ids).logits.float()
+    del ref32
+    ref16 = Lfm2ForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).cuda().eval()
+    hf_err = (ref16(input_ids=ids).logits.float() - want).abs().max().item()
+    del ref16
+    m = load_lfm2(model_dir, "cuda", torch.bfloat16)
+    cache = StateCache(m.spec, 2, 64, m.device, m.dtype)
+    got = m.logits(m.prefill(cache, torch.tensor([0, 1], device="cuda"), ids, torch.tensor([48, 48], device="cuda")))
+    err = (got.float() - want).abs().max().item()
+    print(f"bf16 max abs logit error vs float32: native {err:.4f}, transformers {hf_err:.4f}")
+    assert err <= 1.5 * hf_err + 0.01
+
+
+@torch.no_grad()
+def test_every_graph_matches_the_eager_step(model_dir):
+    from kanitts.engine.native.graphs import DecodeStep
+    from kanitts.engine.native.sampler import Sampler
+    from kanitts.engine.native.slots import SlotParams, SlotPool
+    from kanitts.engine.native.weights import load_lfm2
+
+    m = load_lfm2(model_dir, "cuda", torch.bfloat16)
+    pool = SlotPool(m, 64, 512)
+    sampler = Sampler(m, pool)
+    step = DecodeStep(m, pool, sampler, graphs=True)
+    step.capture()
+    assert len(step.graphs) == len(step.sizes) * len(step.spans) == 7 * 2
+    opened = tk.with_opening(PROMPT)
+    pool.admit(list(range(64)), [SlotParams(prompt=opened, temperature=0.8, top_p=0.9, repetition_penalty=1.1,
+                                            seed=i, min_tokens=0, constrained=True, stop_ids=tk.STOP_TOKEN_IDS)
+                                 for i in range(64)])
+    pool.tok.copy_(torch.tensor([tk.audio_token(i % 4, i) for i in range(64)], device="cuda"))
+    pool.cache_len.copy_(torch.arange(64, device="cuda") * 3 + 5)
+    pool.rope_pos.copy_(pool.cache_len.float())
+    names = ["tok", "cache_len", "rope_pos", "gen", "seen"]
+    start = {n: getattr(pool, n).clone() for n in names}
+    cache0 = {k: (v.clone(), pool.cache.v[k].clone()) for k, v in pool.cache.k.items()}
+    conv0 = {k: v.clone() for k, v in pool.cache.conv.items()}
+
+    def reset() -> None:
+        for n in names:
+            getattr(pool, n).copy_(start[n])
+        for k, (kk, vv) in cache0.items():
+            pool.cache.k[k].copy_(kk)
+            pool.cache.v[k].copy_(vv)
+        for k, v in conv0.items():
+            pool.cache.conv[k].copy_(v)
+
+    for (b, span), graph in step.graphs.items():
+        reset()
+        eager = [step.step_eager(b, span, False).clone() for _ in range(6)]
+        reset()
+        graphed = []
+        for _ in range(6):
+            graph.replay()
+            graphed.append(pool.tok[:b].clone())
+        assert all(torch.equal(e, g) for e, g in zip(eager, graphed)), (b, span)
+        for t in graphed[-1].tolist():
+            assert tk.AUDIO_TOKEN_START <= t < tk.AUDIO_TOKEN_END or t == tk.END_OF_SPEECH
+
+
+def test_engine_streams_valid_frames_and_repeats_a_seeded_stream(model_dir):
+    from kanitts.engine.native.backend import NativeBackend
+
+    async def go() -> tuple[list[int], list[int], list[list[int]], float]:
+        b = NativeBackend(model_dir, device="cuda", dtype="bfloat16", max_num_seqs=64, max_model_len=1024,
+                          warmup=True)
+        await b.start()
+
+        async def one(i: int, n: int = 400) -> list[int]:
+            out: list[int] = []
+            async for ids in b.stream(PROMPT, SamplingParams(seed=i, max_tokens=n)):
+                out += ids
+            return out
+
+        alone = await one(99)
+        alone2 = await one(99)
+        crowd = await asyncio.gather(*(one(i) for i in range(63)), one(99))
+        await b.close()
+        return alone, alone2, crowd, b.startup_seconds
+
+    alone, alone2, crowd, startup = asyncio.run(go())
+    print(f"native engine start-up (64 slots x 1024, graphs): {startup:.1f} s")
+    for toks in [alone, *crowd]:
+        parser = tk.FrameParser()
+        parser.feed(toks)
+        parser.close()
+    assert alone2 == alone  # same seed, same batch shape: the same tokens
+    same = sum(x == y for x, y in zip(alone, crowd[-1]))
+    # bf16 kernels may round differently at another batch size: reported, not asserted
+    print(f"seeded stream alone vs among 63 others (bf16): {same} of {len(alone)} positions equal")
