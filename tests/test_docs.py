@@ -30,3 +30,20 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     line = next(line for line in ci.splitlines() if line.startswith("python3 -m venv"))
     assert line in README
+
+
+def test_relative_links_in_the_docs_resolve():
+    """Every relative Markdown link in README.md, the top-level docs and docs/ names a file
+    or folder that exists, relative to the file that links it."""
+    import re
+
+    files = [*ROOT.glob("*.md"), *(ROOT / "docs").glob("*.md")]
+    broken = []
+    for md in files:
+        for target in re.findall(r"\]\(([^)\s]+)\)", md.read_text()):
+            if target.startswith(("http://", "https://", "#", "mailto:")):
+                continue
+            path = target.split("#", 1)[0]
+            if path and not (md.parent / path).exists():
+                broken.append(f"{md.relative_to(ROOT)} -> {target}")
+    assert not broken, broken

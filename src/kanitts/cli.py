@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from kanitts import __version__
 from kanitts.audio import FORMATS, MAX_SPEED, MIN_SPEED, format_for_suffix
 from kanitts.engine import BACKEND_NAMES
-from kanitts.engine.modes import DEFAULT_MODE, MODE_NAMES
+from kanitts.engine.modes import MODE_NAMES
 
 if TYPE_CHECKING:
     from kanitts.server.schemas import SpeechRequest
@@ -24,82 +25,133 @@ logger = logging.getLogger("kanitts")
 EXIT_ERROR = 1
 
 
+def _config_default(key: str) -> str:
+    """The built-in default of a config key (``engine.mode``), as ``--help`` shows it:
+    ``default: engine.mode = low_vram`` (``unset`` for None: the mode preset or backend decides)."""
+    from kanitts.config import CodecSettings, EngineConfig, GenerationConfig, ServerConfig, Settings
+
+    section, _, name = key.rpartition(".")
+    table = {"engine": EngineConfig, "server": ServerConfig, "codec": CodecSettings, "generation": GenerationConfig}
+    value = (table[section]() if section else None)
+    v = getattr(value, name) if value is not None else Settings.model_fields[name].default
+    shown = "unset" if v is None else (",".join(map(str, v)) if isinstance(v, list) else v)
+    return f"default: {key} = {shown}"
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", help="TOML config file (also KANITTS_CONFIG)")
+    backends = list(BACKEND_NAMES)
+    p.add_argument("--config", metavar="FILE",
+                   help="TOML config file; relative paths in it are relative to its folder "
+                        "(default: $KANITTS_CONFIG, else none)")
     p.add_argument("--model", metavar="ID_OR_DIR",
-                   help="serve only this model (hub id or local folder) for --language")
-    p.add_argument("--codec", metavar="ID_OR_PATH", help="NanoCodec .nemo (hub id, file or folder)")
-    p.add_argument("--language", metavar="CODE", help="language of --model (default: default_language)")
-    p.add_argument("--backend", choices=BACKEND_NAMES,
-                   help="generation backend (default auto = native; vLLM for fp8/bnb_4bit/tensor parallel)")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--mode", choices=MODE_NAMES,
-                   help=f"performance mode: engine sizes (default {DEFAULT_MODE})")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+                   help="use only this model (hub id or local folder holding config.json and the "
+                        "tokenizer) for --language (default: languages.*.model, every configured language)")
+    p.add_argument("--codec", metavar="ID_OR_PATH",
+                   help=f"NanoCodec .nemo: hub id, file or folder ({_config_default('codec.model')})")
+    p.add_argument("--language", metavar="CODE",
+                   help="language of --model; without --model, one of the configured languages to use "
+                        f"as the default ({_config_default('default_language')})")
+    p.add_argument("--backend", choices=backends,
+                   help="generation backend; auto = the native engine, vLLM for quantized modes and "
+                        f"tensor parallel ({_config_default('engine.backend')})")
+    p.add_argument("--device", help=f"auto | cpu | cuda | cuda:N | mps ({_config_default('engine.device')})")
+    p.add_argument("--mode", choices=list(MODE_NAMES),
+                   help="performance mode: engine sizes for native and vLLM; the PyTorch backend ignores it "
+                        f"({_config_default('engine.mode')})")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: off)")
 
 
-def _add_engine(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("vLLM engine overrides (each overrides the mode's preset)")
-    g.add_argument("--gpu-memory-utilization", type=float)
-    g.add_argument("--kv-cache-memory-bytes", type=int)
-    g.add_argument("--max-model-len", type=int)
-    g.add_argument("--max-num-seqs", type=int)
-    g.add_argument("--max-num-batched-tokens", type=int)
-    g.add_argument("--tensor-parallel-size", type=int)
-    g.add_argument("--data-parallel-size", type=int, help="engine replicas behind one server")
-    g.add_argument("--gpus", help="comma-separated GPU ids, one replica each (e.g. 0,1)")
-    g.add_argument("--quantization")
-    g.add_argument("--enforce-eager", action="store_true", default=None)
-    g.add_argument("--stream-interval", type=int, help="tokens per streamed engine output (preset: 4 = one frame)")
+def _add_engine(p: argparse.ArgumentParser, *, server: bool) -> None:
+    """Engine overrides; ``server``: also the replica options (one server, several engines)."""
+    g = p.add_argument_group("engine overrides (each overrides the mode's preset; start-up warns "
+                             "about any the backend ignores)")
+
+    def opt(flag: str, what: str, **kw: Any) -> None:
+        default = _config_default("engine." + flag.lstrip("-").replace("-", "_"))
+        preset = ": the mode's preset" if default.endswith("unset") else ""
+        g.add_argument(flag, help=f"{what} ({default}{preset})", **kw)
+
+    opt("--gpu-memory-utilization", "fraction of GPU memory vLLM may use", type=float, metavar="FRACTION")
+    opt("--kv-cache-memory-bytes", "KV cache size in bytes", type=int, metavar="BYTES")
+    opt("--max-model-len", "longest sequence in tokens (prompt + audio)", type=int, metavar="TOKENS")
+    opt("--max-num-seqs", "sequences generated at once", type=int, metavar="N")
+    opt("--max-num-batched-tokens", "tokens per engine step", type=int, metavar="N")
+    opt("--tensor-parallel-size", "GPUs one engine is split over", type=int, metavar="N")
+    opt("--quantization", "vLLM quantization method (e.g. fp8)", metavar="METHOD")
+    g.add_argument("--enforce-eager", action="store_true", default=None,
+                   help="no CUDA graphs in vLLM (default: off, unless the mode's preset sets it)")
+    opt("--stream-interval", "tokens per streamed engine output (4 = one codec frame)", type=int, metavar="N")
     g.add_argument("--no-warmup", dest="warmup", action="store_false", default=None,
-                   help="skip the start-up warm-up batch")
+                   help="skip the start-up warm-up batch (default: warm up; engine.warmup = true)")
+    if server:
+        r = p.add_argument_group("replicas (one server, several engines)")
+        r.add_argument("--data-parallel-size", type=int, metavar="N",
+                       help=f"engine replicas behind one server ({_config_default('engine.data_parallel_size')})")
+        r.add_argument("--gpus", metavar="IDS",
+                       help="comma-separated CUDA device ids, one replica each, e.g. 0,1 "
+                            f"({_config_default('engine.gpus')})")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``kanitts`` parser (``bench`` has its own: :func:`kanitts.bench.cli.build_parser`)."""
+    from kanitts.tiny import DEFAULT_VOICES
+
     parser = argparse.ArgumentParser(prog="kanitts", description="KaniTTS text-to-speech: server and tools")
     parser.add_argument("--version", action="version", version=f"kanitts {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the OpenAI-compatible speech server")
+    serve = sub.add_parser("serve", help="run the OpenAI-compatible speech server",
+                           description="Run the OpenAI-compatible speech server.")
     _add_common(serve)
-    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 32855)")
+    serve.add_argument("--host", help=f"bind address ({_config_default('server.host')})")
+    serve.add_argument("--port", type=int, help=f"port ({_config_default('server.port')})")
     serve.add_argument("--insecure", action="store_true", default=None,
                        help="allow a non-loopback --host without API keys (default: refuse to start)")
-    _add_engine(serve)
+    _add_engine(serve, server=True)
 
-    say = sub.add_parser("say", help="synthesize text to an audio file")
+    say = sub.add_parser("say", help="synthesize text to an audio file",
+                         description="Synthesize text to an audio file (or stdout with -o -).")
     say.add_argument("text", help="text to speak ('-' reads stdin)")
-    say.add_argument("-o", "--output", required=True, help="output file; format from its extension")
+    say.add_argument("-o", "--output", required=True, metavar="FILE",
+                     help="output file, '-' for stdout; the format comes from its extension (required)")
     _add_common(say)
-    say.add_argument("--voice", help="voice name (default: the model's default voice)")
-    say.add_argument("--seed", type=int, help="sampling seed for reproducible output")
+    say.add_argument("--voice", help="voice name (default: the language's default voice)")
+    say.add_argument("--seed", type=int, help="sampling seed for reproducible output (default: random)")
     say.add_argument("--format", choices=FORMATS,
                      help="output format (default: from the extension, else wav)")
-    say.add_argument("--speed", type=float, default=1.0, help=f"tempo {MIN_SPEED}-{MAX_SPEED} (pitch unchanged)")
-    say.add_argument("--max-tokens", type=int, help="tokens per chunk (50 = 1 s)")
-    _add_engine(say)
+    say.add_argument("--speed", type=float, default=1.0,
+                     help=f"tempo {MIN_SPEED}-{MAX_SPEED}, pitch unchanged (default: 1.0)")
+    say.add_argument("--max-tokens", type=int, metavar="N",
+                     help=f"tokens per chunk, 50 = 1 s ({_config_default('generation.max_tokens')})")
+    _add_engine(say, server=False)
 
-    tiny = sub.add_parser("make-tiny", help="write random-weight checkpoints in the real formats (tests)")
+    tiny = sub.add_parser("make-tiny", help="write random-weight checkpoints in the real formats (tests)",
+                          description="Write random-weight checkpoints in the real formats (tests, benchmarks).")
     tiny.add_argument("dir", help="output folder: DIR/model/ and DIR/codec.nemo")
-    tiny.add_argument("--voices", default=None, help="comma-separated speakers (default andrew,katie)")
-    tiny.add_argument("--language", default="en")
-    tiny.add_argument("--full-size", action="store_true", help="real model and codec sizes (benchmarks)")
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--voices", default=None,
+                      help="comma-separated speakers (default: "
+                           + "; ".join(f"{k}: {','.join(v)}" for k, v in DEFAULT_VOICES.items())
+                           + "; other languages as es)")
+    tiny.add_argument("--language", default="en", help="language recorded in config.json (default: en)")
+    tiny.add_argument("--full-size", action="store_true",
+                      help="real model and codec sizes, for benchmarks (default: off, tiny sizes)")
+    tiny.add_argument("--seed", type=int, default=0, help="random seed of the weights (default: 0)")
     tiny.add_argument("--kanitts2", action="store_true",
                       help="a KaniTTS-2 model (speaker row, frame-level positions, learnable RoPE, language "
-                           "tags) plus a speaker encoder in DIR/speaker/")
+                           "tags) plus a speaker encoder in DIR/speaker/ (default: off, a v1 model)")
 
-    bench = sub.add_parser("bench", help="measure speed (see BENCHMARKS.md)", add_help=False)
-    bench.add_argument("args", nargs=argparse.REMAINDER)
+    bench = sub.add_parser("bench", help="measure speed (see BENCHMARKS.md; kanitts bench --help)",
+                           add_help=False)
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="kanitts bench options")
 
-    cfg = sub.add_parser("config", help="configuration tools")
-    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
-    show = cfg_sub.add_parser("show", help="print the effective configuration and where each value came from")
+    cfg = sub.add_parser("config", help="configuration tools", description="Configuration tools.")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    show = cfg_sub.add_parser("show", help="print the effective configuration and where each value came from",
+                              description="Print the effective configuration and where each value came from.")
     _add_common(show)
-    show.add_argument("--host")
-    show.add_argument("--port", type=int)
-    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.add_argument("--host", help=f"bind address ({_config_default('server.host')})")
+    show.add_argument("--port", type=int, help=f"port ({_config_default('server.port')})")
+    show.add_argument("--json", action="store_true", help="machine-readable output (default: off, a table)")
     return parser
 
 
@@ -127,8 +179,6 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
         },
         "server": {"host": g("host"), "port": g("port"), "insecure": g("insecure")},
     }
-    if g("language"):
-        out["default_language"] = g("language")
     if g("model"):
         lang = g("language")
         out["multi_language"] = False
@@ -137,11 +187,20 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
-    from kanitts.config import LanguageConfig, load_settings
+    from kanitts.config import ConfigError, LanguageConfig, load_settings
 
     cli = cli_overrides(args)
     single = cli.pop("_single_model", None)
     settings = load_settings(getattr(args, "config", None), cli)
+    language = getattr(args, "language", None)
+    if single is None and language and language != settings.default_language:
+        if language not in settings.languages:
+            raise ConfigError(
+                f"--language {language}: no model is configured for {language!r} (configured: "
+                f"{', '.join(sorted(settings.languages))}); pass --model ID_OR_DIR to speak "
+                f"{language!r} with a model of your own"
+            )
+        settings.default_language = language
     if single is not None:
         lang, model = single
         lang = lang or settings.default_language
@@ -221,6 +280,8 @@ def _config_show(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     cli = cli_overrides(args)
+    if args.language:
+        cli["default_language"] = args.language
     if cli.pop("_single_model", None) is not None:
         cli.setdefault("languages", {})[settings.default_language] = {"model": args.model}
     rows = explain_settings(args.config, cli, settings=settings)
@@ -245,9 +306,12 @@ def _say(args: argparse.Namespace) -> int:
     if not MIN_SPEED <= args.speed <= MAX_SPEED:
         print(f"kanitts: error: --speed must be between {MIN_SPEED} and {MAX_SPEED}", file=sys.stderr)
         return EXIT_ERROR
-    out = Path(args.output)
-    fmt = args.format or format_for_suffix(out.suffix)
+    out = None if args.output == "-" else Path(args.output)
+    fmt = args.format or (format_for_suffix(out.suffix) if out is not None else "wav")
+    from kanitts.preflight import check_start
     from kanitts.server.schemas import SpeechRequest
+
+    check_start(settings)
 
     # The flags are checked above and by argparse; --seed keeps the CLI's range (any int,
     # as the PyTorch backend takes), so the schema's HTTP bounds are not applied here.
@@ -256,8 +320,10 @@ def _say(args: argparse.Namespace) -> int:
     return asyncio.run(_say_async(settings, request, out))
 
 
-async def _say_async(settings: Any, request: SpeechRequest, out: Path) -> int:
-    """The server's speech operation (``Speaker.speak``), without admission or an input cap."""
+async def _say_async(settings: Any, request: SpeechRequest, out: Path | None) -> int:
+    """The server's speech operation (``Speaker.speak``), without admission or an input cap;
+    the file goes to ``out`` (None: stdout), a progress bar to stderr when it is a terminal."""
+    from kanitts import progress
     from kanitts.server.errors import APIError
     from kanitts.server.speech import Speaker
     from kanitts.service import TTSService
@@ -267,15 +333,21 @@ async def _say_async(settings: Any, request: SpeechRequest, out: Path) -> int:
         await svc.start()
         try:
             speech = await Speaker(svc).speak(request, "say")
-            audio = await speech.audio()
+            async with progress.synthesis_progress(speech.synthesis, progress.wanted()):
+                audio = await speech.audio()
         except APIError as exc:
             print(f"kanitts: error: {exc.message}", file=sys.stderr)
             return EXIT_ERROR
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(audio.data)
+        if out is None:
+            sys.stdout.buffer.write(audio.data)
+            sys.stdout.buffer.flush()
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(audio.data)
         route = speech.route
-        logger.info("wrote %s (%.2f s, voice %s, language %s)", out, audio.seconds, route.voice, route.language)
-        print(f"{out}: {audio.seconds:.2f} s, voice {route.voice}, language {route.language}", file=sys.stderr)
+        where = out if out is not None else "stdout"
+        logger.info("wrote %s (%.2f s, voice %s, language %s)", where, audio.seconds, route.voice, route.language)
+        print(f"{where}: {audio.seconds:.2f} s, voice {route.voice}, language {route.language}", file=sys.stderr)
         return 0
     finally:
         await svc.close()
@@ -285,10 +357,19 @@ def _serve(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose, logging.INFO)
     import uvicorn
 
+    from kanitts.preflight import check_start
     from kanitts.server.app import create_app
     from kanitts.server.shutdown import DrainingServer
 
     settings = settings_from_args(args)
+    check_start(settings)
+    host, port = settings.server.host, settings.server.port
+    try:
+        sock = _bind(host, port)
+    except OSError as exc:
+        print(f"kanitts: error: cannot listen on {host}:{port}: {exc.strerror or exc} "
+              "(choose another with --port or server.port)", file=sys.stderr)
+        return EXIT_ERROR
     fatal: list[str] = []
     server_box: list[uvicorn.Server] = []
 
@@ -300,20 +381,38 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings, on_fatal=on_fatal)
     config = uvicorn.Config(
         app,
-        host=settings.server.host,
-        port=settings.server.port,
+        host=host,
+        port=port,
         log_level=settings.server.log_level,
         timeout_graceful_shutdown=int(settings.server.graceful_shutdown_seconds) or None,
         access_log=False,
     )
     server = DrainingServer(config)  # streams in flight end cleanly at shutdown
     server_box.append(server)
-    logger.info("kanitts %s listening on http://%s:%d", __version__, settings.server.host, settings.server.port)
-    server.run()
+    logger.info("kanitts %s listening on http://%s:%d", __version__, host, sock.getsockname()[1])
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     if fatal:
         print(f"kanitts: error: {fatal[0]}", file=sys.stderr)
         return EXIT_ERROR
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (IPv6 for a ``:`` address), as uvicorn binds
+    it; raises OSError (e.g. address in use) before anything says "listening"."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 if __name__ == "__main__":

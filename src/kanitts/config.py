@@ -25,6 +25,7 @@ from kanitts.audio.resample import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from kanitts.engine.base import DEFAULT_SAMPLING
 from kanitts.engine.modes import DEFAULT_MODE, MODE_NAMES
 from kanitts.text.incremental import DEFAULT_MAX_CHARS, DEFAULT_MIN_CHARS
+from kanitts.hub import looks_local
 from kanitts.tokens import PromptTemplate
 from kanitts.voices.settings import VoicesConfig
 
@@ -404,6 +405,36 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {p}: {exc}") from None
 
 
+def _local_path(value: Any, base: Path) -> Any:
+    """``value`` joined to ``base`` when it is a relative path: it looks like one
+    (:func:`kanitts.hub.looks_local`) or names something that exists under ``base``."""
+    if not isinstance(value, str) or not value or value.startswith(("/", "~")):
+        return value
+    if looks_local(value) or (base / value).exists():
+        return str((base / value).resolve())
+    return value
+
+
+def _paths_from_file(layer: dict[str, Any], file_path: Path) -> dict[str, Any]:
+    """The config file's layer with its relative paths (``languages.*.model``,
+    ``codec.model``, ``api_keys_file``) made relative to the file's folder, not the
+    working directory."""
+    base = file_path.expanduser().resolve().parent
+    out = dict(layer)
+    langs = out.get("languages")
+    if isinstance(langs, dict):
+        out["languages"] = {
+            code: ({**t, "model": _local_path(t.get("model"), base)} if isinstance(t, dict) and "model" in t else t)
+            for code, t in langs.items()
+        }
+    codec = out.get("codec")
+    if isinstance(codec, dict) and "model" in codec:
+        out["codec"] = {**codec, "model": _local_path(codec["model"], base)}
+    if "api_keys_file" in out:
+        out["api_keys_file"] = _local_path(out["api_keys_file"], base)
+    return out
+
+
 def _format_errors(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
@@ -427,7 +458,7 @@ def load_settings(
     dropped so unset flags never override anything).
     """
     file_path = config_file or os.environ.get("KANITTS_CONFIG")
-    file_layer = read_config_file(file_path) if file_path else {}
+    file_layer = _paths_from_file(read_config_file(file_path), Path(file_path)) if file_path else {}
     cli_layer = _drop_none(cli or {})
     kwargs = dict(cli_layer)
     kwargs["__file__"] = file_layer

@@ -25,7 +25,9 @@ def resolve_dir(id_or_path: str | Path, allow_patterns: list[str] | None = None)
             raise ModelLoadError(f"{id_or_path} is a file, expected a model folder")
         return p
     repo_id = str(id_or_path)
-    if repo_id.count("/") != 1 or repo_id.startswith(("/", ".", "~")):
+    if looks_local(repo_id):
+        raise ModelLoadError(f"file not found: {p} (no such folder)")
+    if repo_id.count("/") != 1:
         raise ModelLoadError(f"model {repo_id!r}: no such folder, and not a hub id (owner/name)")
     try:
         from huggingface_hub import snapshot_download
@@ -36,6 +38,38 @@ def resolve_dir(id_or_path: str | Path, allow_patterns: list[str] | None = None)
             f"could not fetch model {repo_id!r} from the Hugging Face hub and it is not "
             f"in the local cache ({type(exc).__name__}); download it first or pass a local folder"
         ) from None
+
+
+def looks_local(id_or_path: str | Path) -> bool:
+    """Whether a model argument is a path, never a hub id: it starts with ``/``, ``./``,
+    ``../``, ``~`` (or ``\\``), or is a bare ``.``/``..``, or ends in a file suffix such as
+    ``.nemo``."""
+    s = str(id_or_path)
+    return (s.startswith(("/", "./", "../", "~", "\\")) or s in (".", "..")
+            or Path(s).suffix.lower() in (".nemo", ".safetensors", ".json"))
+
+
+#: Files that make a folder a loadable model (config first, then any tokenizer file).
+_MODEL_CONFIG = "config.json"
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def resolve_model_dir(id_or_path: str | Path) -> Path:
+    """:func:`resolve_dir` for a KaniTTS model, checked to hold ``config.json`` and a tokenizer.
+
+    Raises :class:`ModelLoadError` ``no tokenizer/config.json in DIR``, naming a sub-folder
+    that has them when there is one (a ``make-tiny`` folder passed instead of ``DIR/model``)."""
+    folder = resolve_dir(id_or_path)
+    has_config = (folder / _MODEL_CONFIG).is_file()
+    has_tokenizer = any((folder / f).is_file() for f in _TOKENIZER_FILES)
+    if has_config and has_tokenizer:
+        return folder
+    missing = "/".join(x for x, ok in (("tokenizer", has_tokenizer), (_MODEL_CONFIG, has_config)) if not ok)
+    hint = ""
+    subs = sorted(d for d in folder.iterdir() if d.is_dir() and (d / _MODEL_CONFIG).is_file())
+    if subs:
+        hint = f"; did you mean {subs[0]}?"
+    raise ModelLoadError(f"no {missing} in {folder}{hint}")
 
 
 def resolve_file(id_or_path: str | Path, suffix: str) -> Path:
@@ -49,6 +83,8 @@ def resolve_file(id_or_path: str | Path, suffix: str) -> Path:
         if not found:
             raise ModelLoadError(f"no *{suffix} file in folder {p}")
         return found[0]
+    if looks_local(id_or_path):
+        raise ModelLoadError(f"file not found: {p}")
     folder = resolve_dir(id_or_path, allow_patterns=[f"*{suffix}"])
     found = sorted(folder.glob(f"*{suffix}"))
     if not found:

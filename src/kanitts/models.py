@@ -12,7 +12,7 @@ from kanitts.config import LanguageConfig, Settings
 from kanitts.engine.base import GenerationBackend
 from kanitts.engine.factory import backend_kind, build_local_backend
 from kanitts.engine.replicas import ReplicaPool
-from kanitts.hub import ModelLoadError, resolve_dir
+from kanitts.hub import ModelLoadError, resolve_model_dir
 from kanitts.tokens import (
     DEFAULT_TEMPLATE,
     PromptTemplate,
@@ -86,7 +86,7 @@ def load_tokenizer(model_dir: str) -> Any:
 
 def describe_language(code: str, cfg: LanguageConfig) -> tuple[str, list[str], str | None]:
     """Resolve the model folder and its voices (config first, else ``speaker_settings``)."""
-    path = str(resolve_dir(cfg.model))
+    path = str(resolve_model_dir(cfg.model))
     voices = list(cfg.voices) if cfg.voices is not None else (read_speakers(path) or [])
     default = cfg.default_voice
     if default is not None and voices and default not in voices:

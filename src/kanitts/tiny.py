@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from kanitts.tokens import END_OF_TEXT, MODEL_VOCAB_SIZE, START_OF_TEXT
 
 logger = logging.getLogger(__name__)
+
+#: Speakers written when none are given, per language (any other language: the ``es`` list).
+DEFAULT_VOICES: dict[str, list[str]] = {"en": ["andrew", "katie"], "es": ["nova", "ballad", "ash"]}
 
 _CORPUS = [
     "Hello world. This is a test of the speech model, with numbers like one two three.",
@@ -106,7 +110,18 @@ def make_model(out: Path, *, speakers: list[str], language: str, full_size: bool
     data["speaker_settings"] = {"status": "multispeaker", "speaker_list": speakers}
     data["kanitts_language"] = language
     cfg_path.write_text(json.dumps(data, indent=2))
+    _readable_like_any_file(out)
     return out
+
+
+def _readable_like_any_file(folder: Path) -> None:
+    """Give every file in ``folder`` the mode a plain ``open()`` would (0666 less the umask):
+    the safetensors writer creates its file through a private temp file (mode 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in folder.iterdir():
+        if f.is_file():
+            f.chmod(0o666 & ~umask)
 
 
 def make_tiny(
@@ -123,7 +138,7 @@ def make_tiny(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if voices is None:
-        voices = ["andrew", "katie"] if language == "en" else ["nova", "ballad", "ash"]
+        voices = DEFAULT_VOICES.get(language, DEFAULT_VOICES["es"])
     model_dir = make_model(out / "model", speakers=voices, language=language, full_size=full_size, seed=seed)
     codec_path = write_tiny_nemo(out / "codec.nemo", full_size=full_size, seed=seed)
     logger.info("wrote %s and %s", model_dir, codec_path)

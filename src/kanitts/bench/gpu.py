@@ -104,3 +104,13 @@ def device_name() -> str:
     except Exception:  # noqa: BLE001
         pass
     return "cpu"
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device in this process."""
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001
+        return False

@@ -1,5 +1,5 @@
-"""``kanitts bench`` over HTTP (the default): starts ``kanitts serve --backend vllm --mode
-MODE`` as a subprocess (or uses ``--url``) and drives POST /v1/audio/speech with streaming
+"""``kanitts bench`` over HTTP (the default): starts ``kanitts serve --backend BACKEND``
+(``--mode MODE`` for vLLM) as a subprocess (or uses ``--url``) and drives POST /v1/audio/speech with streaming
 clients; TTFA is the first PCM byte a client receives."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from kanitts.bench.codec import codec_throughput, load_codec
-from kanitts.bench.gpu import GpuMemPeak, gpu_memory_used_mib
+from kanitts.bench.gpu import GpuMemPeak, cuda_available, gpu_memory_used_mib
 from kanitts.bench.http_load import client_processes, http_load, http_stream_once
+from kanitts.bench.levels import BATCHING, default_levels, eta_seconds
 from kanitts.bench.report import bench_line
 from kanitts.bench.seed import seed_server
 from kanitts.bench.server_proc import free_port, serve_subprocess
@@ -27,18 +28,50 @@ async def measure_server(base: str, concs: Sequence[int], args: argparse.Namespa
     CUDA graph of each batch bucket on first use), the median single-stream RTF of three,
     then each load level of ``concs``."""
     out: dict[str, Any] = {}
+    backend = args.backend
     t0 = time.perf_counter()
-    for c in sorted({1, *concs}):
+    warm = sorted({1, *concs})
+    bench_line("http_warm_start", levels=warm, tokens=48)
+    for c in warm:
         await http_load(base, c, 48)
     bench_line("http_warm", s=round(time.perf_counter() - t0, 1))
-    single = [await http_stream_once(base, args.tokens, i) for i in range(3)]
+    single = []
+    for i in range(3):
+        single.append(await http_stream_once(base, args.tokens, i))
+        bench_line("http_single", stream=i + 1, of=3, wall_s=rounded(single[-1].wall_s, 2),
+                   rtf=rounded(single[-1].rtf, 4) if single[-1].rtf else None, error=single[-1].error)
     rtfs = [s.rtf for s in single if s.rtf]
     out["single_stream_rtf"] = round(statistics.median(rtfs), 4) if rtfs else None
+    walls = [s.wall_s for s in single if s.error is None and s.wall_s]
+    stream_s = statistics.median(walls) if walls else None
+    if stream_s is not None and concs:
+        bench_line("http_plan", backend=backend, levels=list(concs),
+                   eta_s=round(sum(eta_seconds(backend, c, stream_s) for c in concs), 1),
+                   note="rough: from the single-stream time")
     for c in concs:
+        if stream_s is not None:
+            bench_line("http_load_start", level=c, eta_s=round(eta_seconds(backend, c, stream_s), 1))
         lr = await http_load(base, c, args.tokens, processes=args.client_procs)
         out[str(c)] = {**lr.summary(), "client_processes": client_processes(c, args.client_procs)}
         bench_line("http_load", **out[str(c)])
     return out
+
+
+def server_backend(base: str) -> tuple[str, str]:
+    """``(backend, mode)`` a running server reports on ``/health`` (its models' ``backend``
+    and ``mode`` fields); ``"unknown"`` for what it does not report."""
+    import httpx
+
+    try:
+        models = httpx.get(base.rstrip("/") + "/health", timeout=10.0).json().get("models") or {}
+    except Exception:  # noqa: BLE001
+        return "unknown", "unknown"
+
+    def one(field: str) -> str:
+        values = sorted({str(m[field]) for m in models.values() if isinstance(m, dict) and m.get(field)})
+        return ",".join(values) or "unknown"
+
+    return one("backend"), one("mode")
 
 
 def serve_flags(engine_args_json: str | None) -> list[str]:
@@ -54,12 +87,27 @@ def serve_flags(engine_args_json: str | None) -> list[str]:
     return extra
 
 
-async def http_bench(args: argparse.Namespace, model: Path, codec_path: Path) -> dict[str, Any]:
-    """HTTP figures (and, with ``--baseline seed``, the seed configuration's first)."""
+async def http_bench(args: argparse.Namespace, model: Path | None, codec_path: Path | None) -> dict[str, Any]:
+    """HTTP figures (and, with ``--baseline seed``, the seed configuration's first).
+
+    ``res["backend"]`` and ``res["mode"]`` are what ran: for a server started here its
+    backend (and, for vLLM and native, ``--mode``); for ``--url`` what the server reports, else
+    ``"unknown"``. Levels not given on the command line come from
+    :func:`kanitts.bench.levels.default_levels` for that backend and this machine."""
     res: dict[str, Any] = {"path": "http", "tokens": args.tokens}
     mem = GpuMemPeak()
 
-    levels = sorted(set(args.concurrency + args.realtime_levels))
+    if args.url:
+        res["backend"], res["mode"] = server_backend(args.url)
+        args.backend = res["backend"]
+    else:
+        res["backend"] = args.backend
+        res["mode"] = args.mode if args.backend in BATCHING else "unknown"
+    conc_default, rt_default = default_levels(args.backend, cuda_available())
+    concurrency = args.concurrency if args.concurrency is not None else conc_default
+    realtime = args.realtime_levels if args.realtime_levels is not None else rt_default
+    levels = sorted(set(concurrency + realtime))
+    bench_line("http_levels", backend=args.backend, levels=levels)
     # codec slots = the most concurrent streams measured (the server's default, 64, cost the
     # low_vram server ~4 GiB of codec memory on the H100)
     env = {"KANITTS_CODEC__FIRST_CHUNK_FRAMES": str(args.first_chunk_frames),
@@ -75,10 +123,16 @@ async def http_bench(args: argparse.Namespace, model: Path, codec_path: Path) ->
     extra = serve_flags(args.engine_args)
     res["first_chunk_frames"] = args.first_chunk_frames
     if args.url:
-        m = await measure_server(args.url, args.concurrency, args)
+        m = await measure_server(args.url, levels, args)
     else:
+        assert model is not None and codec_path is not None
+        bench_line("server_starting", backend=args.backend, timeout_s=400)
         with serve_subprocess(model, codec_path, args.mode, free_port(), extra, log_path=args.server_log,
                               env=env, backend=args.backend) as base:
+            res["backend"], reported_mode = server_backend(base)
+            if res["backend"] not in BATCHING:
+                res["mode"] = reported_mode
+            bench_line("server_ready", backend=res["backend"])
             m = await measure_server(base, levels, args)
             res["gpu_mb_server_idle"] = gpu_memory_used_mib()
     res["single_stream_rtf"] = m.pop("single_stream_rtf")

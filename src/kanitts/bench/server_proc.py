@@ -7,9 +7,14 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO
+
+#: Lines of a server's output shown when it exits before it is ready.
+TAIL_LINES = 20
 
 
 def free_port() -> int:
@@ -25,21 +30,38 @@ def serve_subprocess(model: Path, codec: Path, mode: str, port: int, extra: Sequ
                      backend: str = "vllm") -> Iterator[str]:
     """Run ``kanitts serve`` (``extra``: more CLI flags, ``env``: more environment) and yield
     its base URL once /ready says so; terminated (killed after 30 s) on exit. Output goes to
-    ``log_path`` (appended) or nowhere. Raises RuntimeError if it exits early, TimeoutError."""
+    ``log_path`` (appended) or a temporary file. ``mode`` is passed to every backend but torch.
+    Raises RuntimeError with the server's last output lines if it exits early, TimeoutError."""
     cmd = [sys.executable, "-m", "kanitts.cli", "serve", "--model", str(model), "--codec", str(codec),
-           "--backend", backend, "--mode", mode, "--port", str(port), *extra]
-    log = open(log_path or os.devnull, "a")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", timeout, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
+           "--backend", backend, "--port", str(port), *extra]
+    if backend != "torch":  # the PyTorch backend has no modes
+        cmd += ["--mode", mode]
+    with contextlib.ExitStack() as stack:
+        if log_path:
+            log = stack.enter_context(open(log_path, "a+"))  # noqa: SIM115
+        else:
+            log = stack.enter_context(tempfile.TemporaryFile("w+"))
+        start = log.tell()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            try:
+                wait_ready(f"http://127.0.0.1:{port}", timeout, proc)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}; its last output:\n{_tail(log, start)}") from None
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _tail(log: IO[str], start: int, lines: int = TAIL_LINES) -> str:
+    """The last ``lines`` lines written to ``log`` since offset ``start``."""
+    log.flush()
+    log.seek(start)
+    return "\n".join(log.read().splitlines()[-lines:])
 
 
 def wait_ready(base_url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:

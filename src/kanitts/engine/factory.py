@@ -13,6 +13,24 @@ from kanitts.config import Settings
 from kanitts.engine.base import GenerationBackend
 
 
+#: engine.* options each backend honours (the others it ignores; start-up warns about any set
+#: away from its default, :func:`kanitts.preflight.ignored_engine_options`). vLLM takes its
+#: dtype from the mode preset; the native engine takes the mode's sizes but allocates its own
+#: memory and has no quantization or tensor parallelism; PyTorch has no modes or warm-up batch.
+HONOURED_ENGINE_OPTIONS: dict[str, frozenset[str]] = {
+    "vllm": frozenset({
+        "mode", "device", "gpu_memory_utilization", "kv_cache_memory_bytes", "max_model_len",
+        "max_num_seqs", "max_num_batched_tokens", "enforce_eager", "stream_interval", "quantization",
+        "tensor_parallel_size", "data_parallel_size", "gpus", "warmup",
+    }),
+    "native": frozenset({
+        "mode", "device", "dtype", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
+        "enforce_eager", "stream_interval", "data_parallel_size", "gpus", "warmup",
+    }),
+    "torch": frozenset({"device", "dtype", "data_parallel_size", "gpus"}),
+}
+
+
 def backend_kind(settings: Settings) -> str:
     """``native``, ``vllm`` or ``torch``: what ``engine.backend`` resolves to. ``auto`` is the
     native engine, except for what only vLLM offers (quantized modes, tensor parallel)."""
