@@ -34,7 +34,6 @@ from kanitts.codec.layers import (
     Activation,
     CausalConv1d,
     CausalConvTranspose1d,
-    CausalHiFiGANDecoder,
     ResidualLayer,
 )
 from kanitts.codec.fast import FastStreamingDecoder
