@@ -10,11 +10,12 @@ edges. ``flush()`` returns the filter's delayed tail at the end of the stream.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from fractions import Fraction
 
 import numpy as np
+
+from kanitts.audio.chunked import filter_stream
 
 #: Output rates a request may ask for, in Hz.
 MIN_SAMPLE_RATE = 8_000
@@ -99,25 +100,10 @@ def resample_all(pcm: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
     return np.concatenate([head, tail]) if tail.size else head
 
 
-async def resample_stream(
+def resample_stream(
     pcm: AsyncIterator[np.ndarray], in_rate: int, out_rate: int
 ) -> AsyncIterator[np.ndarray]:
     """A stream of float32 chunks at ``in_rate`` as a stream at ``out_rate`` Hz: one
     :class:`Resampler` for the whole stream, its tail yielded at the end, empty chunks
     skipped. A pass-through for equal rates. Closing this generator closes ``pcm``."""
-    try:
-        r = Resampler(in_rate, out_rate)
-        if r.passthrough:
-            async for chunk in pcm:
-                yield chunk
-            return
-        async for chunk in pcm:
-            out = r.process(chunk)
-            if out.size:
-                yield out
-        tail = r.flush()
-        if tail.size:
-            yield tail
-    finally:
-        with contextlib.suppress(Exception):
-            await pcm.aclose()  # type: ignore[attr-defined]
+    return filter_stream(pcm, Resampler, in_rate, out_rate)

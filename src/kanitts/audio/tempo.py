@@ -11,12 +11,13 @@ stream for the buffered tail. Output length ~= input length / speed.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import AsyncIterator
 from fractions import Fraction
 
 import numpy as np
+
+from kanitts.audio.chunked import filter_stream
 
 MIN_SPEED = 0.25
 MAX_SPEED = 4.0
@@ -156,7 +157,7 @@ class TempoChanger:
         return out
 
 
-async def apply_speed(
+def apply_speed(
     pcm: AsyncIterator[np.ndarray], speed: float, sample_rate: int = 22050
 ) -> AsyncIterator[np.ndarray]:
     """Tempo change of a stream of mono float32 PCM chunks (FFmpeg atempo, pitch unchanged).
@@ -166,19 +167,4 @@ async def apply_speed(
     this generator closes ``pcm`` (when it has ``aclose()``). Raises ``ValueError`` for a
     speed outside [0.25, 4.0] when the first chunk is requested.
     """
-    try:
-        if speed == 1.0:
-            async for chunk in pcm:
-                yield chunk
-            return
-        tempo = TempoChanger(speed, sample_rate)
-        async for chunk in pcm:
-            out = tempo.process(chunk)
-            if out.size:
-                yield out
-        tail = tempo.flush()
-        if tail.size:
-            yield tail
-    finally:
-        with contextlib.suppress(Exception):
-            await pcm.aclose()  # type: ignore[attr-defined]
+    return filter_stream(pcm, None if speed == 1.0 else TempoChanger, speed, sample_rate)
