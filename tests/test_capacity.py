@@ -9,8 +9,9 @@ def settings(**cli):
 
 
 def test_vllm_capacity_follows_max_num_seqs():
-    s = settings(engine={"backend": "vllm", "mode": "low_vram"})  # 4 seqs x 2 languages
-    assert engine_capacity(s) == 8 and admission_limit(s) == 8 and codec_pool_size(s) == 8
+    s = settings(engine={"backend": "vllm", "mode": "low_vram"})  # 4 seqs x the default languages
+    n = 4 * len(s.active_languages())  # en, es, de: three models
+    assert n == 12 and engine_capacity(s) == n and admission_limit(s) == n and codec_pool_size(s) == n
     s = settings(engine={"backend": "vllm", "mode": "high_performance"}, multi_language=False)
     assert admission_limit(s) == 512  # the HTTP layer never throttles a batch the engine can run
     assert codec_pool_size(s) == 256  # codec slots are capped by default
