@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 
 TEXT = "The first paragraph is here.\n\nThe second one follows it."
-BODY = {"input": TEXT, "seed": 5, "max_tokens": 40, "response_format": "pcm"}
+BODY = {"input": TEXT, "seed": 5, "max_tokens": 40, "response_format": "pcm", "sample_rate": 22050}
 
 
 def _sse(url: str, body: dict) -> tuple[np.ndarray, list[dict], list[int]]:
@@ -64,3 +64,14 @@ def test_segments_follow_the_speed_change(live_server):
     for a, b in zip(normal, fast):
         assert b["start_sample"] == round(a["start_sample"] / 2) and b["end_sample"] == round(a["end_sample"] / 2)
     assert abs(fast[-1]["end_sample"] - pcm.size) < 0.02 * 22050  # the tempo change's own rounding
+
+
+def test_segments_count_samples_at_the_output_rate(live_server):
+    """Default pcm is 24 kHz (resampled): segment positions are samples of what is sent."""
+    body = {k: v for k, v in BODY.items() if k != "sample_rate"}
+    pcm, segs, _ = _sse(live_server.url, body)
+    _, native, _ = _sse(live_server.url, BODY)
+    assert abs(segs[-1]["end_sample"] - pcm.size) <= 2  # the resampler's own rounding
+    for a, b in zip(native, segs):
+        assert b["start_sample"] == round(a["start_sample"] * 24000 / 22050)
+        assert b["end"] == round(b["end_sample"] / 24000, 6)

@@ -186,7 +186,7 @@ class Speech:
         finally:
             self._release()
         if self.request.timestamps:
-            self._segments = chunk_segments(self.synthesis, self.request.speed)
+            self._segments = chunk_segments(self.synthesis, self.request.speed, self.rate)
         self._finish("ok", time.perf_counter() - self.t0)
         return SpeechAudio(data, int(pcm.size), self.rate)
 
@@ -248,7 +248,7 @@ class Speech:
 
     def _new_segments(self) -> list[bytes]:
         """SSE events for the chunks finished since the last call."""
-        new = chunk_segments(self.synthesis, self.request.speed, skip=self._segments_sent)
+        new = chunk_segments(self.synthesis, self.request.speed, self.rate, skip=self._segments_sent)
         self._segments_sent += len(new)
         return [_sse_event(seg) for seg in new]
 
