@@ -230,3 +230,22 @@ def test_make_tiny_files_are_readable_like_any_written_file(tmp_path):
     assert any(p.name == "model.safetensors" for p in files)
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in files}
     assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
+
+
+# ------------------------------------------- 4 (KaniTTS-2): the speaker encoder is named too
+def test_kanitts2_start_names_the_speaker_encoder_with_its_flag(tmp_path):
+    from kanitts.tiny_kanitts2 import make_tiny_kanitts2
+
+    model, codec, speaker = make_tiny_kanitts2(tmp_path / "k2")
+    out = tmp_path / "x.wav"
+    r = run("say", "Hello.", "-o", str(out), "--model", str(model), "--codec", str(codec),
+            env={"HF_HOME": str(tmp_path / "hf-empty")})
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    errors = _errors(r.stderr)
+    assert len(errors) == 1 and "nineninesix/speaker-emb-tbr" in errors[0], r.stderr
+    for hint in ("--speaker-encoder", "voices.speaker_encoder", "hf download nineninesix/speaker-emb-tbr"):
+        assert hint in r.stderr, hint
+    r = run("say", "Hello.", "-o", str(out), "--model", str(model), "--codec", str(codec),
+            "--speaker-encoder", str(speaker), env={"HF_HOME": str(tmp_path / "hf-empty")})
+    assert r.returncode == 0, r.stderr
+    assert out.stat().st_size > 44

@@ -29,9 +29,11 @@ def _config_default(key: str) -> str:
     """The built-in default of a config key (``engine.mode``), as ``--help`` shows it:
     ``default: engine.mode = low_vram`` (``unset`` for None: the mode preset or backend decides)."""
     from kanitts.config import CodecSettings, EngineConfig, GenerationConfig, ServerConfig, Settings
+    from kanitts.voices.settings import VoicesConfig
 
     section, _, name = key.rpartition(".")
-    table = {"engine": EngineConfig, "server": ServerConfig, "codec": CodecSettings, "generation": GenerationConfig}
+    table = {"engine": EngineConfig, "server": ServerConfig, "codec": CodecSettings, "generation": GenerationConfig,
+             "voices": VoicesConfig}
     value = (table[section]() if section else None)
     v = getattr(value, name) if value is not None else Settings.model_fields[name].default
     shown = "unset" if v is None else (",".join(map(str, v)) if isinstance(v, list) else v)
@@ -48,6 +50,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "tokenizer) for --language (default: languages.*.model, every configured language)")
     p.add_argument("--codec", metavar="ID_OR_PATH",
                    help=f"NanoCodec .nemo: hub id, file or folder ({_config_default('codec.model')})")
+    p.add_argument("--speaker-encoder", metavar="ID_OR_DIR",
+                   help="KaniTTS-2 speaker encoder for voice cloning: hub id or folder "
+                        f"({_config_default('voices.speaker_encoder')}; loaded only for KaniTTS-2 models)")
     p.add_argument("--language", metavar="CODE",
                    help="language of --model; without --model, one of the configured languages to use "
                         f"as the default ({_config_default('default_language')})")
@@ -160,6 +165,7 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     g = lambda name: getattr(args, name, None)  # noqa: E731
     out: dict[str, Any] = {
         "codec": {"model": g("codec")},
+        "voices": {"speaker_encoder": g("speaker_encoder")},
         "engine": {
             "backend": g("backend"),
             "device": g("device"),

@@ -3,7 +3,8 @@
 ``kanitts serve`` and ``kanitts say`` call :func:`check_start` first, so that a person sees
 one actionable error (or a warning) instead of tracebacks from the loading code:
 
-* every model the settings need (each active language's and the codec) is on disk or
+* every model the settings need (each active language's, the codec, and for KaniTTS-2 the
+  speaker encoder) is on disk or
   fetchable; the ones that are not are named together in one :class:`~kanitts.hub.ModelLoadError`
   with the flag and config key that take a local copy and a command to download them;
 * ``engine.gpus`` names CUDA devices that exist (:class:`~kanitts.config.ConfigError`);
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 
 from kanitts.config import ConfigError, EngineConfig, Settings
 from kanitts.engine.factory import HONOURED_ENGINE_OPTIONS, backend_kind
-from kanitts.hub import ModelLoadError, resolve_file, resolve_model_dir
+from kanitts.hub import ModelLoadError, resolve_dir, resolve_file, resolve_model_dir
+from kanitts.models import read_kanitts2
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +62,21 @@ def check_models(settings: Settings) -> None:
     lists them all; the next lines give, per model, the flag and config key for a local
     copy, then one command that downloads the hub ones."""
     failed: list[tuple[_Need, str]] = []
+    kanitts2 = False
     for need in _needs(settings):
         try:
             if need.suffix is None:
-                resolve_model_dir(need.id_or_path)
+                folder = resolve_model_dir(need.id_or_path)
+                kanitts2 = kanitts2 or read_kanitts2(str(folder))[0] is not None
             else:
                 resolve_file(need.id_or_path, need.suffix)
+        except ModelLoadError as exc:
+            failed.append((need, str(exc)))
+    if kanitts2:  # voice cloning needs the speaker encoder as well
+        need = _Need("speaker encoder", settings.voices.speaker_encoder, "voices.speaker_encoder",
+                     "--speaker-encoder DIR")
+        try:
+            resolve_dir(need.id_or_path)
         except ModelLoadError as exc:
             failed.append((need, str(exc)))
     if not failed:
