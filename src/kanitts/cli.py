@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--language", default="en")
     tiny.add_argument("--full-size", action="store_true", help="real model and codec sizes (benchmarks)")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--kanitts2", action="store_true",
+                      help="a KaniTTS-2 model (speaker row, frame-level positions, learnable RoPE, language "
+                           "tags) plus a speaker encoder in DIR/speaker/")
 
     bench = sub.add_parser("bench", help="measure speed (see BENCHMARKS.md)", add_help=False)
     bench.add_argument("args", nargs=argparse.REMAINDER)
@@ -196,6 +199,13 @@ def _make_tiny(args: argparse.Namespace) -> int:
     _setup_logging(False, logging.WARNING)
     from kanitts.tiny import make_tiny
 
+    if args.kanitts2:
+        from kanitts.tiny_kanitts2 import make_tiny_kanitts2
+
+        model_dir, codec, speaker = make_tiny_kanitts2(args.dir, language=args.language,
+                                                       full_size=args.full_size, seed=args.seed)
+        print(f"model: {model_dir}\ncodec: {codec}\nspeaker encoder: {speaker}")
+        return 0
     voices = [v.strip() for v in args.voices.split(",") if v.strip()] if args.voices else None
     model_dir, codec = make_tiny(args.dir, voices=voices, language=args.language,
                                  full_size=args.full_size, seed=args.seed)

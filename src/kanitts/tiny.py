@@ -25,7 +25,7 @@ _CORPUS = [
 ]
 
 
-def _tokenizer(out: Path) -> None:
+def write_tokenizer(out: Path) -> None:
     """A byte-level BPE tokenizer: every string encodes, BOS is id 1, EOS (END_OF_TEXT) id 2."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -100,7 +100,7 @@ def make_model(out: Path, *, speakers: list[str], language: str, full_size: bool
     model = Lfm2ForCausalLM(cfg)
     model = model.to(torch.bfloat16)
     model.save_pretrained(out)
-    _tokenizer(out)
+    write_tokenizer(out)
     cfg_path = out / "config.json"
     data = json.loads(cfg_path.read_text())
     data["speaker_settings"] = {"status": "multispeaker", "speaker_list": speakers}

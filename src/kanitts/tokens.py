@@ -190,6 +190,59 @@ def speakers_from_config(cfg: dict[str, Any]) -> list[str] | None:
     return [str(s) for s in speakers]
 
 
+def language_tags_from_config(cfg: dict[str, Any]) -> list[str] | None:
+    """KaniTTS-2 language tags from ``config.json``'s ``language_settings``
+    (``{"status": "available_language_tags", "language_tags_list": [...]}``); None when the
+    model lists none."""
+    settings = cfg.get("language_settings")
+    if not isinstance(settings, dict) or settings.get("status") != "available_language_tags":
+        return None
+    tags = settings.get("language_tags_list")
+    if not isinstance(tags, list):
+        return None
+    out = [str(tag).strip() for tag in tags if str(tag).strip()]
+    return out or None
+
+
+def read_language_tags(model_dir: str | Path) -> list[str] | None:
+    """:func:`language_tags_from_config` of a model folder (None when unreadable)."""
+    try:
+        cfg: dict[str, Any] = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return language_tags_from_config(cfg) if isinstance(cfg, dict) else None
+
+
+def _tag_key(tag: str) -> str:
+    return tag.strip().lower().replace("-", "_")
+
+
+def pick_language_tag(language: str | None, tags: Sequence[str] | None) -> str | None:
+    """The model's tag for a routed ``language``: an exact match (case and ``-``/``_``
+    ignored: ``en-US`` -> ``en_us``), else the first tag of the same base language (``en`` ->
+    ``en_us``), else None (the prompt then carries no tag)."""
+    if not language or not tags:
+        return None
+    want = _tag_key(language)
+    for tag in tags:
+        if _tag_key(tag) == want:
+            return tag
+    base = want.split("_")[0]
+    for tag in tags:
+        if _tag_key(tag).split("_")[0] == base:
+            return tag
+    return None
+
+
+def build_kanitts2_prompt(tokenizer: Tokenizer, text: str, language_tag: str | None,
+                          template: PromptTemplate = DEFAULT_TEMPLATE) -> list[int]:
+    """A KaniTTS-2 prompt: ``[SOH] + tok("tag: text") + [EOT, EOH]``, or ``tok(text)``
+    without a tag (the official package's layout). The voice is not text here: it is the
+    request's speaker embedding (``SamplingParams.speaker_embedding``)."""
+    tag = language_tag.strip() if language_tag else None
+    return build_prompt(tokenizer, text, tag or None, template)
+
+
 #: The model's opening after the human turn (training layout
 #: ``[SOH, BOS, text, EOT, EOH, SOA, SOS, codes..., EOS, EOA]``).
 OPENING = (START_OF_AI, START_OF_SPEECH)

@@ -29,6 +29,10 @@ class SamplingParams:
     #: once speech has started, so every frame is valid.
     constrained: bool = True
     stop_token_ids: tuple[int, ...] = field(default=STOP_TOKEN_IDS)
+    #: KaniTTS-2 voice cloning: the request's speaker embedding (``speaker_emb_dim`` floats,
+    #: e.g. 128 from :mod:`kanitts.speaker`). Only backends serving a KaniTTS-2 model accept
+    #: it (the native engine); the others raise ValueError when it is set.
+    speaker_embedding: tuple[float, ...] | None = None
 
     def with_(self, **changes: object) -> "SamplingParams":
         return replace(self, **changes)  # type: ignore[arg-type]

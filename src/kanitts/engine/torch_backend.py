@@ -155,7 +155,10 @@ class TorchBackend(GenerationBackend):
     def _load(self) -> None:
         from transformers import AutoModelForCausalLM
 
+        from kanitts.engine.native.kanitts2 import require_v1
+
         path = resolve_dir(self.model_id)
+        require_v1(path, "torch")
         try:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
         except Exception as exc:  # noqa: BLE001 - one clear line for users
@@ -188,6 +191,8 @@ class TorchBackend(GenerationBackend):
     ) -> AsyncIterator[list[int]]:
         if not self._ready:
             raise RuntimeError("torch backend is not started")
+        if params.speaker_embedding is not None:
+            raise ValueError("the torch backend serves KaniTTS v1 models: it takes no speaker embedding")
         loop = asyncio.get_running_loop()
         req = _Request(
             rid=request_id or f"req-{next(self._ids)}",

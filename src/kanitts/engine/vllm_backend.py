@@ -139,7 +139,10 @@ class VllmBackend(GenerationBackend):
         return args
 
     async def start(self) -> None:
+        from kanitts.engine.native.kanitts2 import require_v1
+
         import_vllm()
+        await asyncio.to_thread(require_v1, self.engine_args["model"], "vLLM")  # before the engine loads it
         from vllm import SamplingParams as VSamplingParams
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.sampling_params import RequestOutputKind
@@ -202,6 +205,8 @@ class VllmBackend(GenerationBackend):
         self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None
     ) -> AsyncIterator[list[int]]:
         """Generated ids in DELTA chunks (see :meth:`GenerationBackend.stream`)."""
+        if params.speaker_embedding is not None:
+            raise ValueError("the vLLM backend serves KaniTTS v1 models: it takes no speaker embedding")
         return self.generate(prompt_ids, lambda: self.sampling_params(params), request_id)
 
     async def generate(

@@ -18,13 +18,15 @@ import threading
 import time
 from collections.abc import AsyncIterator
 
+import torch
+
 from kanitts.engine.base import GenerationBackend, SamplingParams
 from kanitts.engine.native.graphs import DecodeStep
+from kanitts.engine.native.kanitts2 import Kani2Runtime, load_native_model
 from kanitts.engine.native.model import Lfm2
 from kanitts.engine.native.sampler import Sampler
 from kanitts.engine.native.scheduler import DONE, Request, Scheduler
 from kanitts.engine.native.slots import SlotParams, SlotPool
-from kanitts.engine.native.weights import load_lfm2
 from kanitts.engine.torch_backend import pick_device, pick_dtype
 from kanitts.tokens import with_opening
 
@@ -39,6 +41,10 @@ class NativeBackend(GenerationBackend):
     tokens are handed over at a time (4 = one codec frame); ``cuda_graphs`` / ``compile``
     apply on CUDA only. ``force_opening`` teacher-forces ``[START_OF_AI, START_OF_SPEECH]``
     after a prompt ending with END_OF_HUMAN (as the other backends do).
+
+    KaniTTS-2 checkpoints are detected at load (:mod:`kanitts.engine.native.kanitts2`); then
+    ``SamplingParams.speaker_embedding`` (``speaker_emb_dim`` floats) gives a request its
+    voice (one extra prompt row), and :attr:`kani2` is set. A v1 model rejects it (ValueError).
     """
 
     name = "native"
@@ -59,6 +65,8 @@ class NativeBackend(GenerationBackend):
         self.force_opening = force_opening
         self.warmup = warmup
         self.model: Lfm2 | None = None
+        #: KaniTTS-2 state (None for a v1 model)
+        self.kani2: Kani2Runtime | None = None
         self.scheduler: Scheduler | None = None
         self.startup_seconds = 0.0
         self._thread: threading.Thread | None = None
@@ -83,14 +91,17 @@ class NativeBackend(GenerationBackend):
                     self.max_num_seqs, self.max_model_len, self.device, self.dtype)
 
     def _build(self) -> None:
-        model = load_lfm2(self.model_id, self.device, self.dtype)
+        model, kani2 = load_native_model(self.model_id, self.device, self.dtype)
         pool = SlotPool(model, self.max_num_seqs, self.max_model_len)
         sampler = Sampler(model, pool)
+        runtime = None if kani2 is None else kani2.runtime(pool.size)
+        if runtime is not None:
+            model.position_rule = runtime.decode_positions
         step = DecodeStep(model, pool, sampler, graphs=self.cuda_graphs, compile=self.compile)
         step.capture()
-        self.model = model
+        self.model, self.kani2 = model, runtime
         self.scheduler = Scheduler(model, pool, sampler, step, max_prefill_tokens=self.max_prefill_tokens,
-                                   stream_interval=self.stream_interval)
+                                   stream_interval=self.stream_interval, kani2=runtime)
         logger.info("native engine: %.0f MiB of slot state", pool.cache.nbytes() / 2**20)
 
     async def _warm(self) -> None:
@@ -133,8 +144,10 @@ class NativeBackend(GenerationBackend):
         vocab = self.model.spec.vocab_size
         if not prompt:
             raise ValueError("empty prompt")
-        if len(prompt) >= self.max_model_len:
-            raise ValueError(f"prompt of {len(prompt)} tokens does not fit max_model_len {self.max_model_len}")
+        speaker = self._speaker(params.speaker_embedding)
+        rows = len(prompt) + (speaker is not None)  # the speaker row takes a position too
+        if rows >= self.max_model_len:
+            raise ValueError(f"prompt of {rows} tokens does not fit max_model_len {self.max_model_len}")
         if min(prompt) < 0 or max(prompt) >= vocab:
             raise ValueError(f"prompt token ids must be in 0..{vocab - 1}")
         seed = params.seed if params.seed is not None else random.getrandbits(31)
@@ -142,10 +155,24 @@ class NativeBackend(GenerationBackend):
                         repetition_penalty=params.repetition_penalty, seed=seed,
                         min_tokens=params.min_tokens, constrained=params.constrained,
                         stop_ids=tuple(params.stop_token_ids))
-        max_new = max(1, min(params.max_tokens, self.max_model_len - len(prompt)))
+        max_new = max(1, min(params.max_tokens, self.max_model_len - rows))
         return Request(rid=rid, prompt=prompt, slot_params=sp, max_new=max_new,
                        stops=frozenset(params.stop_token_ids), out=asyncio.Queue(),
-                       loop=asyncio.get_running_loop())
+                       loop=asyncio.get_running_loop(), speaker_embedding=speaker)
+
+    def _speaker(self, embedding: tuple[float, ...] | None) -> torch.Tensor | None:
+        """The request's speaker embedding as ``[speaker_emb_dim]`` float32 (None: no speaker
+        row). ValueError for a v1 model, a wrong size or non-finite values."""
+        if embedding is None:
+            return None
+        if self.kani2 is None:
+            raise ValueError(f"model {self.model_id} is not a KaniTTS-2 model: it takes no speaker embedding")
+        t = torch.as_tensor(embedding, dtype=torch.float32).reshape(-1)
+        if t.numel() != self.kani2.speaker_dim:
+            raise ValueError(f"speaker embedding has {t.numel()} values, the model takes {self.kani2.speaker_dim}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError("speaker embedding values must be finite")
+        return t
 
     async def stream(self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None
                      ) -> AsyncIterator[list[int]]:

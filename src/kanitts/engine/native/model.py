@@ -19,6 +19,7 @@ a vector that is not a token (a speaker embedding).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -106,6 +107,10 @@ class Lfm2:
         hd = spec.head_dim
         self.inv_freq = 1.0 / (spec.rope_theta ** (torch.arange(0, hd, 2, device=self.device).float() / hd))
         self._scales = sorted({spec.rope_scale(i) for i in spec.attn_layers})
+        #: ``(tokens [b], cache_index [b]) -> positions [b] float32``: where a model's decode
+        #: positions depend on the tokens (KaniTTS-2's frame-level ones; it may keep per-slot
+        #: state, must not sync with the host). None: the ``positions`` passed to :meth:`decode`.
+        self.position_rule: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def tensors(self) -> list[torch.Tensor]:
         """Every weight tensor once (the tied head is the embedding)."""
@@ -132,7 +137,9 @@ class Lfm2:
         return x
 
     def _rope(self, positions: torch.Tensor) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
-        return {s: rope_tables(positions * s if s != 1.0 else positions, self.inv_freq, self.dtype)
+        # A layer's scale multiplies its frequencies (KaniTTS-2's learnable RoPE), in float32
+        # as the reference does: inv_freq * alpha, then times the positions.
+        return {s: rope_tables(positions, self.inv_freq * s if s != 1.0 else self.inv_freq, self.dtype)
                 for s in self._scales}
 
     def _mlp(self, lw: LayerWeights, x: torch.Tensor) -> torch.Tensor:
@@ -235,6 +242,8 @@ class Lfm2:
         T = cache.max_len
         A = T if attn_len is None else attn_len
         x = self.embed_tokens(tokens, embeds, embeds_mask)
+        if self.position_rule is not None:
+            positions = self.position_rule(tokens, cache_index)
         ropes = self._rope(positions)
         ar = torch.arange(A, device=tokens.device)
         mask = (ar[None, :] <= cache_index[:, None])[:, None, None, :]  # [b, 1, 1, A]

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from kanitts.engine.native.graphs import DecodeStep
+from kanitts.engine.native.kanitts2 import Kani2Runtime
 from kanitts.engine.native.model import Lfm2
 from kanitts.engine.native.sampler import Sampler
 from kanitts.engine.native.slots import SlotParams, SlotPool, to_device
@@ -55,6 +56,13 @@ class Request:
     finished: bool = False
     closed: bool = False  # the terminal item (DONE or an error) was sent
     admitted_at: float = 0.0
+    #: KaniTTS-2: ``[speaker_emb_dim]`` float32, spliced in as a row after the first prompt token
+    speaker_embedding: torch.Tensor | None = None
+
+    @property
+    def rows(self) -> int:
+        """Cache rows the prompt fills: its tokens, plus the speaker row if any."""
+        return len(self.prompt) + (self.speaker_embedding is not None)
 
 
 @dataclass
@@ -90,8 +98,10 @@ class Scheduler:
     """Owns the pool; :meth:`run` is the worker thread's body."""
 
     def __init__(self, model: Lfm2, pool: SlotPool, sampler: Sampler, step: DecodeStep, *,
-                 max_prefill_tokens: int = 4096, stream_interval: int = 4) -> None:
+                 max_prefill_tokens: int = 4096, stream_interval: int = 4,
+                 kani2: Kani2Runtime | None = None) -> None:
         self.model, self.pool, self.sampler, self.step = model, pool, sampler, step
+        self.kani2 = kani2
         self.max_prefill_tokens = max_prefill_tokens
         self.stream_interval = max(1, stream_interval)
         self.incoming: queue.Queue[Request | None] = queue.Queue()
@@ -223,7 +233,7 @@ class Scheduler:
         longest = 0
         while self.waiting and pool.free_count > len(group):
             nxt = self.waiting[0]
-            longest2 = max(longest, len(nxt.prompt))
+            longest2 = max(longest, nxt.rows)
             if group and longest2 * (len(group) + 1) > self.max_prefill_tokens:
                 break
             group.append(self.waiting.popleft())
@@ -244,9 +254,16 @@ class Scheduler:
         for i, r in enumerate(group):
             ids[i, : len(r.prompt)] = torch.tensor(r.prompt, dtype=torch.int64)
         lens_h = torch.tensor([len(r.prompt) for r in group], dtype=torch.int64)
+        kw: dict[str, torch.Tensor] = {}
+        if self.kani2 is not None:  # KaniTTS-2: speaker rows spliced in, frame-level positions
+            ids, lens_h, kw = self.kani2.prefill_inputs([r.prompt for r in group],
+                                                        [r.speaker_embedding for r in group],
+                                                        min_width=longest)
         last_h = torch.tensor([r.prompt[-1] for r in group], dtype=torch.int64)
         idx, ids, lens, last = (to_device(t, dev) for t in (torch.tensor(slots), ids, lens_h, last_h))
-        hidden = self.model.prefill(pool.cache, idx, ids, lens)
+        hidden = self.model.prefill(pool.cache, idx, ids, lens, **kw)
+        if self.kani2 is not None:
+            self.kani2.reset(idx)
         h_last = hidden[torch.arange(len(group), device=dev), lens - 1]
         pool.cache_len.index_copy_(0, idx, lens)
         pool.rope_pos.index_copy_(0, idx, lens.to(torch.float32))

@@ -18,7 +18,7 @@ DEFAULT_ROPE_THETA = 1_000_000.0
 class Lfm2Spec:
     """Sizes and layer kinds of one LFM2 model.
 
-    ``rope_scales``: one multiplier per layer applied to the position before RoPE
+    ``rope_scales``: one multiplier per layer applied to its RoPE frequencies
     (1.0 for LFM2; KaniTTS-2 learns one per layer). ``intermediate_size`` is the
     effective feed-forward width (after transformers' auto adjustment).
     """
