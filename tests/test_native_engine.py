@@ -11,7 +11,7 @@ import torch
 from kanitts import tokens as p
 from kanitts.engine.base import SamplingParams
 from kanitts.engine.native.backend import NativeBackend
-from kanitts.engine.vllm_logits import allowed_token_ids
+from kanitts.engine.codebook_constraint import allowed_token_ids
 
 PROMPT = [p.START_OF_HUMAN, 1, 40, 41, 42, p.END_OF_TEXT, p.END_OF_HUMAN]
 

@@ -20,7 +20,7 @@ import torch
 
 from kanitts.engine.native.model import Lfm2
 from kanitts.engine.native.slots import SlotPool
-from kanitts.engine.vllm_logits import NUM_CANDIDATES, layout_table, sample_candidates
+from kanitts.engine.codebook_constraint import NUM_CANDIDATES, layout_table, sample_candidates
 from kanitts.tokens import AUDIO_TOKEN_END, AUDIO_TOKEN_START, CODEBOOK_SIZE, TEXT_VOCAB_SIZE
 
 #: Head rows a constrained row needs: specials + all four codebooks.
