@@ -157,7 +157,7 @@ def make_tiny_kanitts2(out_dir: str | Path, *, language: str = "en", full_size: 
                        ) -> tuple[Path, Path, Path]:
     """Write ``out_dir/model/`` (KaniTTS-2), ``out_dir/codec.nemo`` and ``out_dir/speaker/``
     (the speaker encoder); returns the three paths."""
-    from kanitts.codec.tiny import write_tiny_nemo
+    from kanitts.codec.tiny_nemo import write_tiny_nemo
     from kanitts.speaker.tiny import write_tiny_speaker_encoder
 
     out = Path(out_dir)
