@@ -4,8 +4,8 @@
 # uvicorn, av, num2words, python-dotenv, opentelemetry-api for Python 3.12: the image lacks
 # them) and ../shared/device/lean_step.py copied beside them. Results: $OUT/native.json,
 # $OUT/http.json, every step's output in $OUT/steps.log and the HTTP server's in
-# $OUT/log-server.txt (few files: the device tool returns a limited number). Each step has its own time box (T_* seconds) so a slow one cannot eat
-# the others.
+# $OUT/log-server.txt (few files: the device tool returns a limited number). Each step has
+# its own time box (T_* seconds) so a slow one cannot eat the others.
 # Usage: bash scripts/native_device.sh [STEP...]   (default: gputest lean engine http lowvram k2)
 # (run 3: the codec worker's warm-up alone took > 45 s in lowvram, hence its 150 s box)
 set -uo pipefail
