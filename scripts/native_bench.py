@@ -8,6 +8,7 @@ Steps (any subset, in order):
            N concurrent streams of ``--tokens`` tokens each: aggregate tokens/s, per-stream RTF,
            time to the first frame (TTFA at the engine) and the scheduler's host ms per step
   memory   the low_vram shape (4 slots x 2,048, graphs on): GPU memory itemised (nvidia-smi + torch)
+  lowvram  the whole low_vram server's GPU memory (engine + codec worker, one process), itemised
   compile  the step fused by torch.compile (Inductor) and graphed, at batch 1 and the largest batch
 
 usage: python3 scripts/native_bench.py STEP... [--assets DIR] [--batches 1,64,256,512]
@@ -60,14 +61,16 @@ def model_dir(args: argparse.Namespace) -> str:
     return str(Path(args.assets) / "model")
 
 
-def step_assets(args: argparse.Namespace) -> None:
-    from kanitts.tiny import make_model
+def codec_path(args: argparse.Namespace) -> str:
+    return str(Path(args.assets) / "codec.nemo")
 
-    path = Path(model_dir(args))
-    if not (path / "config.json").exists():
-        t0 = time.perf_counter()
-        make_model(path, speakers=["andrew"], language="en", full_size=True)
-        log.info("built full-size assets in %.1f s", time.perf_counter() - t0)
+
+def step_assets(args: argparse.Namespace) -> None:
+    from kanitts.bench.assets import ensure_assets
+
+    t0 = time.perf_counter()
+    ensure_assets(args.assets)  # the model and the codec (make-tiny --full-size), if missing
+    log.info("full-size assets ready in %.1f s", time.perf_counter() - t0)
 
 
 def _pool(args: argparse.Namespace, slots: int, max_len: int):
@@ -223,9 +226,87 @@ def step_memory(args: argparse.Namespace) -> None:
     asyncio.run(backend.close())
 
 
+def step_lowvram(args: argparse.Namespace) -> None:
+    """The whole low_vram server in one process, as ``kanitts serve --mode low_vram`` builds it
+    (native engine + the codec worker on the same GPU, one CUDA context), nvidia-smi after each
+    part; then its slots' worth of streams, tokens -> frames -> PCM, with the peak polled.
+    Meant to run in its own process on an otherwise idle GPU (the context is counted)."""
+    import threading
+
+    from kanitts.codec import CodecWorker, NanoCodec
+    from kanitts.config import Settings
+    from kanitts.engine.base import SamplingParams
+    from kanitts.engine.factory import build_local_backend
+    from kanitts.models import codec_pool_size
+
+    torch.zeros(1, device="cuda")
+    torch.cuda.synchronize()
+    row: dict[str, Any] = {"step": "lowvram", "smi_context_mib": smi_used_mib()}
+    settings = Settings(engine={"mode": "low_vram", "backend": "native"}, codec={"model": codec_path(args)})
+    backend = build_local_backend(settings, model_dir(args))
+    peak = [0]
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], smi_used_mib())
+            time.sleep(0.05)
+
+    async def go() -> None:
+        await backend.start()
+        torch.cuda.synchronize()
+        row["smi_after_engine_mib"] = smi_used_mib()
+        row["engine_torch_reserved_mib"] = torch.cuda.memory_reserved() / 2**20
+        model = backend.model  # type: ignore[attr-defined]
+        pool = backend.scheduler.pool  # type: ignore[attr-defined]
+        state = pool.cache.nbytes() + pool.seen.numel()
+        row.update(weights_mib=model.nbytes() / 2**20, slot_state_mib=state / 2**20,
+                   slots=backend.max_num_seqs, max_len=backend.max_model_len,  # type: ignore[attr-defined]
+                   lm_graphs=len(backend.scheduler.step.graphs))  # type: ignore[attr-defined]
+        codec = NanoCodec.from_pretrained(codec_path(args), device="cuda", dtype=torch.bfloat16)
+        torch.cuda.synchronize()
+        row["smi_after_codec_weights_mib"] = smi_used_mib()
+        c = settings.codec
+        worker = CodecWorker(codec, max_streams=codec_pool_size(settings), first_chunk_frames=c.first_chunk_frames,
+                             chunk_frames=c.chunk_frames, fast=c.fast)
+        row["codec_graphs"] = await asyncio.to_thread(worker.warmup)
+        row["codec_streams"] = worker.max_streams
+        torch.cuda.synchronize()
+        row["smi_after_codec_warm_mib"] = smi_used_mib()
+        threading.Thread(target=poll, daemon=True).start()
+
+        async def one(i: int) -> float:
+            parser = tk.FrameParser()
+            params = SamplingParams(seed=i, max_tokens=args.tokens, min_tokens=args.tokens)
+
+            async def frames():
+                async for ids in backend.stream(PROMPT, params):
+                    f = parser.feed(ids)
+                    if f:
+                        yield f
+
+            samples = 0
+            async for pcm in worker.decode(frames()):
+                samples += len(pcm)
+            return samples / worker.sample_rate
+
+        t0 = time.perf_counter()
+        audio = await asyncio.gather(*(one(i) for i in range(backend.max_num_seqs)))  # type: ignore[attr-defined]
+        row["streams_audio_s"] = sum(audio)
+        row["streams_wall_s"] = time.perf_counter() - t0
+        done.set()
+        await worker.aclose()
+        await backend.close()
+
+    asyncio.run(go())
+    row["smi_peak_while_streaming_mib"] = peak[0]
+    row["torch_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    emit(args, row)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("steps", nargs="+", choices=["assets", "step", "engine", "memory", "compile"])
+    ap.add_argument("steps", nargs="+", choices=["assets", "step", "engine", "memory", "lowvram", "compile"])
     ap.add_argument("--assets", default="/tmp/kanitts-native")
     ap.add_argument("--batches", default="1,64,256,512")
     ap.add_argument("--max-len", type=int, default=1024)
@@ -241,7 +322,7 @@ def main() -> None:
         t0 = time.perf_counter()
         try:
             {"assets": step_assets, "step": step_step, "engine": step_engine, "memory": step_memory,
-             "compile": lambda a: step_step(a, compile=True)}[name](args)
+             "lowvram": step_lowvram, "compile": lambda a: step_step(a, compile=True)}[name](args)
         except Exception:  # noqa: BLE001 - one failed step must not lose the others' figures
             log.error("step %s failed:\n%s", name, traceback.format_exc())
         log.info("step %s took %.1f s", name, time.perf_counter() - t0)

@@ -35,3 +35,12 @@ async def test_fast_worker_matches_plain(tiny_codec):
         assert a.size == b.size == len(frames) * 1764
         # float32; the channels-last walk sums conv terms in another order (seen: 1.1e-5)
         assert np.abs(a - b).max() <= 5e-5
+
+
+async def test_the_worker_makes_a_cuda_stream_only_on_cuda(tiny_codec):
+    """Off CUDA there is no side stream (the GPU suite checks the CUDA side)."""
+    codec = NanoCodec.from_pretrained(tiny_codec)
+    for fast in (True, False):
+        w = CodecWorker(codec, max_streams=2, fast=fast)
+        assert w.stream is None
+        await w.aclose()

@@ -188,3 +188,16 @@ async def test_close_ends_streams_in_flight_with_an_error(tiny_model):
     with pytest.raises(RuntimeError, match="stopped"):
         async for _ in s:
             pass
+
+
+async def test_a_burst_arrives_together_and_prefills_within_the_padded_budget(tiny_model):
+    """Requests of one event-loop tick reach the scheduler in one hand-over; a prefill group
+    is bounded by its padded width (9 rows -> 16) x its size <= max_prefill_tokens (64): 4 + 1."""
+    b = await started(tiny_model, max_model_len=64, max_prefill_tokens=64)
+    try:
+        outs = await asyncio.gather(*(run(b, SamplingParams(seed=i, max_tokens=8, min_tokens=8)) for i in range(5)))
+        assert b.scheduler is not None
+        assert b.scheduler.stats.prefills == 2 and b.scheduler.stats.peak_active == 5
+        assert [len(o) for o in outs] == [8] * 5
+    finally:
+        await b.close()

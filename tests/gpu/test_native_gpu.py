@@ -138,3 +138,38 @@ def test_engine_streams_valid_frames_and_repeats_a_seeded_stream(model_dir):
     same = sum(x == y for x, y in zip(alone, crowd[-1]))
     # bf16 kernels may round differently at another batch size: reported, not asserted
     print(f"seeded stream alone vs among 63 others (bf16): {same} of {len(alone)} positions equal")
+
+
+def test_the_codec_worker_decodes_on_its_own_stream_beside_a_busy_default_stream(tmp_path):
+    """With the native engine the codec shares the process (one CUDA context): its steps run
+    on the worker's own non-blocking stream, so they finish while the default stream (where
+    the engine's decode step runs) is still busy, for the fast and the plain path."""
+    import numpy as np
+
+    from kanitts.codec import CodecWorker, NanoCodec, write_tiny_nemo
+
+    codec = NanoCodec.from_pretrained(write_tiny_nemo(tmp_path, seed=6)).to("cuda")
+    frames = torch.randint(0, 4032, (12, 4), generator=torch.Generator().manual_seed(1)).tolist()
+
+    async def decode(w: CodecWorker) -> np.ndarray:
+        async def src():
+            yield frames
+
+        return np.concatenate([c async for c in w.decode(src())])
+
+    async def check(fast: bool) -> None:
+        w = CodecWorker(codec, max_streams=2, fast=fast)
+        assert w.stream is not None and w.stream != torch.cuda.current_stream()
+        w.warmup()
+        want = await decode(w)  # warm: kernels compiled and tuned
+        torch.cuda.synchronize()
+        busy = torch.cuda.current_stream()
+        torch.cuda._sleep(int(3e9))  # seconds of spinning on the default stream
+        got = await decode(w)
+        assert not busy.query(), f"the codec step waited for the default stream (fast={fast})"
+        busy.synchronize()
+        np.testing.assert_array_equal(got, want)
+        await w.aclose()
+
+    for fast in (True, False):
+        asyncio.run(check(fast))

@@ -33,6 +33,15 @@ def _int_list(s: str) -> list[int]:
     return [int(x) for x in s.split(",") if x]
 
 
+def backend_choices() -> list[str]:
+    """The server's ``engine.backend`` values (one definition: the config's)."""
+    from typing import get_args
+
+    from kanitts.config import EngineConfig
+
+    return list(get_args(EngineConfig.model_fields["backend"].annotation))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``kanitts bench`` argument parser."""
     from kanitts.engine.vllm_logits import RESTRICT_MODES  # imports torch: not at package import
@@ -64,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-mask", action="store_true", help="with --compare-restrict: mask-only at batch 256 too")
     p.add_argument("--first-chunk-frames", type=int, default=1, help="codec frames in the first audio chunk")
     p.add_argument("--label", help="free-form label stored in the JSON entry")
-    p.add_argument("--backend", choices=["vllm", "native", "torch"], default="vllm",
-                   help="HTTP path: the server's backend (torch: CPU smoke tests)")
+    p.add_argument("--backend", choices=backend_choices(), default="native",
+                   help="HTTP path: the server's engine backend (default native: the built-in engine; vllm; torch: CPU "
+                        "smoke tests); stored in the entry as 'backend'")
     p.add_argument("--codec-alone", action="store_true", help="HTTP path: also time the codec alone afterwards")
     p.add_argument("--no-codec", action="store_true", help="engine-only: no codec (tokens only)")
     p.add_argument("--engine-args", help="JSON dict of engine-argument overrides")
@@ -90,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     from kanitts.bench.engine_run import engine_bench
     from kanitts.bench.http_run import http_bench
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.engine_only and args.backend != "vllm":
+        parser.error("--engine-only drives vLLM in-process; the native engine's engine-level figures "
+                     "come from scripts/native_bench.py (or measure it over HTTP with --backend native)")
     model = Path(args.model) if args.model else None
     codec = Path(args.codec) if args.codec else None
     if _needs_assets(args):

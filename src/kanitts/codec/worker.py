@@ -22,6 +22,10 @@ Back-pressure: a pump stops reading its producer while ``max_pending_frames`` fr
 waiting, and a stream whose consumer has ``max_ready_chunks`` undelivered chunks is left
 out of planning - so a slow client slows its own producer instead of growing memory.
 When all slots are taken, new streams wait (FIFO) for one to free up.
+
+On CUDA every step runs on the worker's own :attr:`CodecWorker.stream`, so a codec in the
+engine's process (one CUDA context) overlaps the engine's decode steps instead of queueing
+behind them.
 """
 
 from __future__ import annotations
@@ -120,6 +124,14 @@ class CodecWorker:
         else:
             self._pool = StreamingDecoder(codec, max_streams)
         self.fast = bool(fast)
+        #: On CUDA, the stream all of this worker's device work runs on (the fast pool's own,
+        #: else one made here): a non-blocking stream, so in a process that also generates
+        #: tokens (the native engine) decoding never serialises with the decode step. None on
+        #: the CPU/MPS.
+        self.stream: torch.cuda.Stream | None = None
+        if codec.device.type == "cuda":
+            self.stream = getattr(self._pool, "stream", None) or torch.cuda.Stream(codec.device)
+            self.stream.wait_stream(torch.cuda.current_stream(codec.device))  # the pool's state is made
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kanitts-codec")
         self._free: list[int] = list(range(max_streams - 1, -1, -1))  # pop() -> lowest slot
         self._waiters: deque[asyncio.Future[int]] = deque()
@@ -333,7 +345,7 @@ class CodecWorker:
         self, groups: dict[int, list[tuple[_Stream, list[list[int]]]]], resets: list[int]
     ) -> list[tuple[_Stream, np.ndarray]]:
         """Runs on the worker thread: the only place the pool's state is touched."""
-        ctx = self._pool.stream_context() if self.fast else contextlib.nullcontext()
+        ctx = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
         with torch.inference_mode(), ctx:
             if resets:
                 self._pool.reset(resets)

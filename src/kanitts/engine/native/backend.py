@@ -4,6 +4,9 @@ Our own LFM2 forward on a static slot pool, continuous batching in one worker th
 codebook-only head with on-device sampling, and CUDA graphs per batch bucket on CUDA
 (eager on CPU/MPS). Needs only torch and safetensors (plus ``huggingface_hub`` for hub ids).
 
+Requests arriving in the same event-loop tick (a burst) are handed to the worker together,
+so they are admitted in one batched prefill where the prefill budget allows.
+
 Back-pressure: at most ``max_num_seqs`` requests generate at once and ``max_waiting`` more
 wait inside the engine; beyond that :meth:`stream` waits (it never fails for being busy).
 """
@@ -74,6 +77,8 @@ class NativeBackend(GenerationBackend):
         self._sem: asyncio.Semaphore | None = None
         self._sem_loop: asyncio.AbstractEventLoop | None = None
         self._ready = False
+        #: requests of the current event-loop tick, per loop, not yet handed to the scheduler
+        self._arrivals: dict[asyncio.AbstractEventLoop, list[Request]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -174,6 +179,17 @@ class NativeBackend(GenerationBackend):
             raise ValueError("speaker embedding values must be finite")
         return t
 
+    def _submit(self, scheduler: Scheduler, req: Request) -> None:
+        """Queue ``req``; the tick's arrivals go to the worker in one hand-over at its end."""
+        batch = self._arrivals.get(req.loop)
+        if batch is None:
+            batch = self._arrivals[req.loop] = []
+            req.loop.call_soon(self._hand_over, scheduler, req.loop)
+        batch.append(req)
+
+    def _hand_over(self, scheduler: Scheduler, loop: asyncio.AbstractEventLoop) -> None:
+        scheduler.submit(self._arrivals.pop(loop, []))
+
     async def stream(self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None
                      ) -> AsyncIterator[list[int]]:
         if not self._ready or self.scheduler is None:
@@ -184,7 +200,7 @@ class NativeBackend(GenerationBackend):
         scheduler = self.scheduler
         self.stats.active_requests += 1
         try:
-            scheduler.submit(req)
+            self._submit(scheduler, req)
             while True:
                 item = await req.out.get()
                 if item is DONE:

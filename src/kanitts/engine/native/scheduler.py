@@ -104,7 +104,7 @@ class Scheduler:
         self.kani2 = kani2
         self.max_prefill_tokens = max_prefill_tokens
         self.stream_interval = max(1, stream_interval)
-        self.incoming: queue.Queue[Request | None] = queue.Queue()
+        self.incoming: queue.Queue[list[Request] | None] = queue.Queue()
         self.waiting: collections.deque[Request] = collections.deque()
         self.slot_req: dict[int, Request] = {}
         self.stats = SchedulerStats()
@@ -117,8 +117,15 @@ class Scheduler:
         self._inflight: _InFlight | None = None
 
     # -- called from any thread -----------------------------------------------------------
-    def submit(self, req: Request) -> None:
-        self.incoming.put(req)
+    def submit(self, reqs: list[Request]) -> None:
+        """Queue requests for admission; one call's requests are seen by the worker together
+        (so a burst submitted at once can share one batched prefill). After :meth:`stop`
+        they end at once with an error."""
+        if self._stop.is_set():
+            for req in reqs:
+                req.loop.call_soon_threadsafe(req.out.put_nowait, RuntimeError("the native engine stopped"))
+            return
+        self.incoming.put(list(reqs))
 
     def wake(self) -> None:
         self.incoming.put(None)
@@ -149,6 +156,7 @@ class Scheduler:
                     self.waiting.clear()
                     self._inflight = None
                     self._flush()
+            self._drain(block=False)
             for req in [*self.slot_req.values(), *self.waiting]:
                 self._finish(req, RuntimeError("the native engine stopped"))
             self._flush()
@@ -158,7 +166,7 @@ class Scheduler:
             item = self.incoming.get(block=block)
             while True:
                 if item is not None:
-                    self.waiting.append(item)
+                    self.waiting.extend(item)
                 item = self.incoming.get_nowait()
         except queue.Empty:
             pass
@@ -234,7 +242,7 @@ class Scheduler:
         while self.waiting and pool.free_count > len(group):
             nxt = self.waiting[0]
             longest2 = max(longest, nxt.rows)
-            if group and longest2 * (len(group) + 1) > self.max_prefill_tokens:
+            if group and self.prefill_width(longest2) * (len(group) + 1) > self.max_prefill_tokens:
                 break
             group.append(self.waiting.popleft())
             longest = longest2
@@ -248,8 +256,7 @@ class Scheduler:
         dev = self.model.device
         slots = [r.slot for r in group]
         pool.admit(slots, [r.slot_params for r in group])
-        # pad to a multiple of 16 positions: fewer distinct prefill shapes (kernel choices)
-        longest = min(pool.max_len, -(-longest // PREFILL_ALIGN) * PREFILL_ALIGN)
+        longest = self.prefill_width(longest)
         ids = torch.zeros(len(group), longest, dtype=torch.int64)
         for i, r in enumerate(group):
             ids[i, : len(r.prompt)] = torch.tensor(r.prompt, dtype=torch.int64)
@@ -271,6 +278,12 @@ class Scheduler:
         self._first = self.sampler.sample(h_last, idx, any(not r.slot_params.constrained for r in group))
         self.stats.prefills += 1
         return group
+
+    def prefill_width(self, rows: int) -> int:
+        """The padded width of a prefill whose longest prompt fills ``rows`` cache rows: a
+        multiple of :data:`PREFILL_ALIGN` (fewer distinct shapes, so fewer kernel choices),
+        at most the slot's positions. ``max_prefill_tokens`` bounds groups x this width."""
+        return min(self.pool.max_len, -(-rows // PREFILL_ALIGN) * PREFILL_ALIGN)
 
     def _accept(self, req: Request, tok: int) -> None:
         allow_stop = req.generated >= req.slot_params.min_tokens
