@@ -13,7 +13,8 @@ def lsb_diff(a: bytes, b: bytes) -> int:
     return int(np.abs(np.frombuffer(a, "<i2").astype(np.int32) - np.frombuffer(b, "<i2")).max())
 
 
-BODY = {"input": "Hello there.", "max_tokens": 202, "min_tokens": 202, "seed": 1, "response_format": "pcm"}
+BODY = {"input": "Hello there.", "max_tokens": 202, "min_tokens": 202, "seed": 1, "response_format": "pcm",
+        "sample_rate": 22050}  # the model's rate: 1,764 samples per frame
 
 
 def test_auto_resolves_to_native_except_for_vllm_only_features(tiny_model, tiny_codec):

@@ -83,13 +83,13 @@ def test_among_restricts_languages_for_cloned_voices():
     forced language outside them is an error naming the ones that can serve it."""
     models = {"en": vm("en", ["andrew"], "andrew"), "es": vm("es", [], None), "ky": vm("ky", [], None)}
     r = Router(models, "en", ALIASES, FakeDetector())
-    assert r.route("Hello there", None, None, among=["es", "ky"]).language == "es"  # detection says en
-    assert r.route("Hola, gracias", None, None, among=["ky"]).language == "ky"
-    got = r.route("Hello", None, "KY", among=["es", "ky"])
+    assert r.route("Hello there", None, None, cloned=["es", "ky"]).language == "es"  # detection says en
+    assert r.route("Hola, gracias", None, None, cloned=["ky"]).language == "ky"
+    got = r.route("Hello", None, "KY", cloned=["es", "ky"])
     assert (got.language, got.voice, got.detected) == ("ky", None, False)
     with pytest.raises(RoutingError) as e:
-        r.route("Hello", None, "en", among=["es", "ky"])
+        r.route("Hello", None, "en", cloned=["es", "ky"])
     assert e.value.param == "language" and "es, ky" in str(e.value)
     with pytest.raises(RoutingError) as e:
-        r.route("Hello", None, None, among=[])
+        r.route("Hello", None, None, cloned=[])
     assert e.value.param == "voice"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from kanitts.audio import MAX_SAMPLE_RATE, MAX_SPEED, MIN_SAMPLE_RATE, MIN_SPEED, AudioFormat
 
@@ -55,3 +55,10 @@ class SpeechRequest(BaseModel):
     timestamps: bool = Field(False, description="Non-streamed: segment timestamps in the X-Kanitts-Segments "
                              "header (base64 JSON); SSE streams always carry segment events")
 
+    @field_validator("voice", mode="before")
+    @classmethod
+    def _voice_object(cls, v: object) -> object:
+        """OpenAI's object shape must carry a string ``id`` (an error on ``voice`` itself)."""
+        if isinstance(v, dict) and not isinstance(v.get("id"), str):
+            raise ValueError('a voice object must be {"id": "<voice id or name>"}')
+        return v

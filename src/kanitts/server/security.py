@@ -257,7 +257,10 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
-        if route_matches(path, self.open_routes) or scope.get("method") == "OPTIONS":
+        method = scope.get("method")
+        # open routes are open to reading only: POST /v1/audio/voices (an upload) needs a key
+        # although GET /v1/audio/voices is open for Open-WebUI
+        if method == "OPTIONS" or (method in ("GET", "HEAD") and route_matches(path, self.open_routes)):
             await self.app(scope, receive, send)
             return
         if kind == "websocket":

@@ -5,8 +5,7 @@ engine need (:class:`VoiceChoice`). And who asks (:func:`requester_of`).
 Rules, in order, for ``voice``:
 
 1. ``{"id": "voice_..."}``: that custom voice (it must be visible to the caller); an id that
-   is a built-in voice or an OpenAI alias (or any id when no KaniTTS-2 model is loaded) is
-   that name, as in OpenAI's object shape.
+   is a built-in voice or an OpenAI alias is that name, as in OpenAI's object shape.
 2. A string with ``(``, ``)`` or ``+``: a blend of custom (or pre-loaded) voices.
 3. A built-in voice of a loaded v1 model: routed as before (no embedding).
 4. A custom voice of that name (the caller's own, a pre-loaded one, then a shared one).
@@ -72,7 +71,7 @@ def choose_voice(svc: Any, voice: Any, who: Requester, unknown_voice: str = "err
     name, vid = voice_parts(voice)
     cloning = svc.cloning
     router = svc.router
-    if vid is not None and (cloning is None or _builtin(router, vid)):
+    if vid is not None and _builtin(router, vid):
         name, vid = vid, None  # OpenAI's object shape naming a built-in voice or an alias
     if cloning is None:
         if vid is not None or (name and is_blend(name)):
