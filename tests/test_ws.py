@@ -36,7 +36,8 @@ def _url(srv) -> str:
 def _open(srv, key: str | None = KEY, **start):
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     with connect(_url(srv), additional_headers=headers, open_timeout=30, max_size=None) as ws:
-        ws.send(json.dumps({"type": "session.start", "version": 1, **start}))
+        # the model's own 22,050 Hz unless a test asks otherwise: the tests count samples at it
+        ws.send(json.dumps({"type": "session.start", "version": 1, "sample_rate": 22050, **start}))
         yield ws
 
 
@@ -249,3 +250,12 @@ def test_a_session_is_a_stream_for_admission_and_client_limits(tiny_model, tiny_
             assert _read_all(first)[2] == 1000
         with _open(srv, key="k1", max_tokens=16) as again:  # released: k1 may open another
             assert json.loads(again.recv(timeout=30))["type"] == "session.created"
+
+
+def test_session_created_says_the_audio_rate(server):
+    """pcm defaults to OpenAI's 24 kHz, as over HTTP; session.created says the rate."""
+    for asked, expected in ((None, 24000), (16000, 16000)):
+        with _open(server, response_format="pcm", sample_rate=asked) as ws:
+            created = json.loads(ws.recv(timeout=60))
+            assert created["type"] == "session.created" and created["sample_rate"] == expected
+            ws.send(json.dumps({"type": "close"}))
