@@ -92,18 +92,24 @@ def main() -> None:
     ap.add_argument("--assets", type=Path, default=Path("/tmp/kanitts-ws-bench"))
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--full-size", action="store_true", help="full-size random weights (GPU runs)")
+    ap.add_argument("--backend", default="torch", help="engine backend (default torch: the CPU reference)")
+    ap.add_argument("--device", default="cpu", help="engine and codec device (default cpu)")
+    ap.add_argument("--mode", default="low_vram", help="performance mode (default low_vram)")
     args = ap.parse_args()
     import torch
 
     from kanitts.config import load_settings
     from kanitts.tiny import make_tiny
 
-    d = args.assets / "tiny"
+    d = args.assets / ("full" if args.full_size else "tiny")
     if not (d / "model" / "config.json").exists():
-        make_tiny(d)
+        make_tiny(d, full_size=args.full_size)
     settings = load_settings(cli={
         "languages": {"en": {"model": str(d / "model")}}, "default_language": "en", "multi_language": False,
-        "codec": {"model": str(d / "codec.nemo")}, "engine": {"backend": "torch", "device": "cpu", "warmup": False},
+        "codec": {"model": str(d / "codec.nemo")},
+        "engine": {"backend": args.backend, "device": args.device, "mode": args.mode,
+                   "warmup": args.device != "cpu"},
     }, env=False)
     server, thread, base = _serve(settings)
     import httpx
@@ -117,8 +123,10 @@ def main() -> None:
         thread.join(30)
     report: dict[str, Any] = {
         "load_average_1m_after": round(os.getloadavg()[0], 2),
-        "device": f"CPU {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "model": "tiny (kanitts make-tiny, random weights)", "sentence": SENTENCE, "runs": args.runs,
+        "device": (torch.cuda.get_device_name() if args.device.startswith("cuda") else
+                   f"CPU {platform.machine()}, {torch.get_num_threads()} threads") + f", torch {torch.__version__}",
+        "model": ("full-size" if args.full_size else "tiny") + " (kanitts make-tiny, random weights)",
+        "backend": args.backend, "mode": args.mode, "sentence": SENTENCE, "runs": args.runs,
     }
     for name, xs in res.items():
         ms = sorted(x * 1000 for x in xs)
