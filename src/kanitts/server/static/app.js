@@ -102,6 +102,17 @@
       setState("idle");
       setStatus("ready");
     }
+    // The voice list is open (Open-WebUI reads it without a key): ask a keyed route whether
+    // this server needs a key, so the key box shows before the first Play, not after it.
+    if (!apiKey()) {
+      try {
+        const probe = await fetch("/v1/models");
+        if (probe.status === 401) {
+          showKeyBox(true);
+          setStatus("this server needs an API key");
+        }
+      } catch (_) { /* the speech request reports unreachable servers */ }
+    }
   }
 
   function fillVoices() {
