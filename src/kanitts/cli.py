@@ -28,13 +28,10 @@ EXIT_ERROR = 1
 def _config_default(key: str) -> str:
     """The built-in default of a config key (``engine.mode``), as ``--help`` shows it:
     ``default: engine.mode = low_vram`` (``unset`` for None: the mode preset or backend decides)."""
-    from kanitts.config import CodecSettings, EngineConfig, GenerationConfig, ServerConfig, Settings
-    from kanitts.voices.settings import VoicesConfig
+    from kanitts.config import Settings
 
     section, _, name = key.rpartition(".")
-    table = {"engine": EngineConfig, "server": ServerConfig, "codec": CodecSettings, "generation": GenerationConfig,
-             "voices": VoicesConfig}
-    value = (table[section]() if section else None)
+    value = Settings.model_fields[section].annotation() if section else None  # the section's defaults
     v = getattr(value, name) if value is not None else Settings.model_fields[name].default
     shown = "unset" if v is None else (",".join(map(str, v)) if isinstance(v, list) else v)
     return f"default: {key} = {shown}"
