@@ -201,3 +201,22 @@ async def test_a_burst_arrives_together_and_prefills_within_the_padded_budget(ti
         assert [len(o) for o in outs] == [8] * 5
     finally:
         await b.close()
+
+
+async def test_hand_overs_start_one_frame_at_a_time_then_grow_to_the_cap(tiny_model):
+    """The first groups are ``stream_interval`` tokens (the first frame leaves at once), later
+    ones double up to ``max_stream_interval``; the tokens themselves are the same either way."""
+    params = SamplingParams(temperature=0.8, seed=7, max_tokens=200, min_tokens=200)
+    grown = await started(tiny_model, max_stream_interval=32)
+    flat = await started(tiny_model)
+    try:
+        groups = [ids async for ids in grown.stream(PROMPT, params)]
+        plain = [ids async for ids in flat.stream(PROMPT, params)]
+    finally:
+        await grown.close()
+        await flat.close()
+    sizes = [len(g) for g in groups]
+    assert sizes[:8] == [4, 4, 4, 4, 8, 16, 32, 32], sizes
+    assert all(s == 32 for s in sizes[6:-1]) and sum(sizes) == 200
+    assert {len(g) for g in plain[:-1]} == {4}
+    assert [t for g in groups for t in g] == [t for g in plain for t in g]

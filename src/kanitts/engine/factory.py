@@ -61,6 +61,7 @@ def build_local_backend(settings: Settings, model_path: str, *, share: float = 1
     if kind == "native":
         from kanitts.engine.modes import engine_args_for
         from kanitts.engine.native.backend import NativeBackend
+        from kanitts.tokens import NUM_CODEBOOKS
 
         args = engine_args_for(settings.engine.mode, model_path, settings.engine.vllm_overrides())
         return NativeBackend(
@@ -68,6 +69,8 @@ def build_local_backend(settings: Settings, model_path: str, *, share: float = 1
             max_num_seqs=int(args["max_num_seqs"]), max_model_len=int(args["max_model_len"]),
             max_prefill_tokens=int(args.get("max_num_batched_tokens", args["max_model_len"])),
             stream_interval=int(args.get("stream_interval", 4)),
+            # groups grow up to one codec chunk: more tokens at once would buy no latency
+            max_stream_interval=NUM_CODEBOOKS * settings.codec.chunk_frames,
             cuda_graphs=not args.get("enforce_eager", False), warmup=settings.engine.warmup,
         )
     from kanitts.engine.torch_backend import TorchBackend

@@ -41,7 +41,8 @@ class NativeBackend(GenerationBackend):
 
     ``max_num_seqs`` slots of ``max_model_len`` positions each are allocated at start;
     ``max_prefill_tokens`` bounds one batched prefill (padded tokens); ``stream_interval``
-    tokens are handed over at a time (4 = one codec frame); ``cuda_graphs`` / ``compile``
+    tokens are handed over at a time (4 = one codec frame) at first, then in growing groups
+    up to ``max_stream_interval`` tokens (None: no growth); ``cuda_graphs`` / ``compile``
     apply on CUDA only. ``force_opening`` teacher-forces ``[START_OF_AI, START_OF_SPEECH]``
     after a prompt ending with END_OF_HUMAN (as the other backends do).
 
@@ -54,7 +55,7 @@ class NativeBackend(GenerationBackend):
 
     def __init__(self, model: str, *, device: str = "auto", dtype: str = "auto", max_num_seqs: int = 64,
                  max_model_len: int = 2048, max_prefill_tokens: int = 4096, max_waiting: int = 1024,
-                 stream_interval: int = 4, cuda_graphs: bool = True, compile: bool = False,
+                 stream_interval: int = 4, max_stream_interval: int | None = None, cuda_graphs: bool = True, compile: bool = False,
                  force_opening: bool = True, warmup: bool = False) -> None:
         super().__init__()
         self.model_id = model
@@ -63,7 +64,7 @@ class NativeBackend(GenerationBackend):
         self.max_num_seqs, self.max_model_len = max_num_seqs, max_model_len
         self.max_prefill_tokens = max(max_prefill_tokens, max_model_len)
         self.max_waiting = max_waiting
-        self.stream_interval = stream_interval
+        self.stream_interval, self.max_stream_interval = stream_interval, max_stream_interval
         self.cuda_graphs, self.compile = cuda_graphs, compile
         self.force_opening = force_opening
         self.warmup = warmup
@@ -106,7 +107,8 @@ class NativeBackend(GenerationBackend):
         step.capture()
         self.model, self.kani2 = model, runtime
         self.scheduler = Scheduler(model, pool, sampler, step, max_prefill_tokens=self.max_prefill_tokens,
-                                   stream_interval=self.stream_interval, kani2=runtime)
+                                   stream_interval=self.stream_interval,
+                                   max_stream_interval=self.max_stream_interval, kani2=runtime)
         logger.info("native engine: %.0f MiB of slot state", pool.cache.nbytes() / 2**20)
 
     async def _warm(self) -> None:

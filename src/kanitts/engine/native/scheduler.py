@@ -5,7 +5,11 @@ admit waiting requests into free slots (one batched prefill of their prompts, on
 lengths, at most ``max_prefill_tokens`` padded tokens), run one decode step for every slot
 in use, then copy the new tokens to the host once (prefill and decode tokens together) and
 hand them to the requests' asyncio queues: one ``call_soon_threadsafe`` per event loop per
-iteration, tokens grouped ``stream_interval`` at a time (4 = one codec frame).
+iteration. Tokens are handed over ``stream_interval`` at a time (4 = one codec frame) for
+the first ``GROWTH_AFTER`` groups, so the first frame leaves as soon as it exists; after that
+each group is twice the last, up to ``max_stream_interval`` (the server sets one codec chunk:
+tokens beyond it buy no latency), so a long stream costs the event loop a few hand-overs per
+second of audio instead of 12.5.
 The waiting queue is unbounded here; the backend bounds it (callers wait for room).
 """
 
@@ -32,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: Prefill lengths are padded up to a multiple of this.
 PREFILL_ALIGN = 16
+#: Groups of ``stream_interval`` tokens handed over before groups start to grow.
+GROWTH_AFTER = 4
 #: Sentinel put on a request's queue when its stream ends normally.
 DONE = object()
 
@@ -50,6 +56,8 @@ class Request:
     loop: asyncio.AbstractEventLoop
     cancelled: threading.Event = field(default_factory=threading.Event)
     slot: int = -1
+    interval: int = 0  # tokens in its next hand-over (0: not set yet)
+    groups: int = 0  # hand-overs so far
     decodes: int = 0  # decode steps launched for it (its next cache write is at len(prompt) + decodes)
     generated: int = 0
     pending: list[int] = field(default_factory=list)
@@ -99,11 +107,12 @@ class Scheduler:
 
     def __init__(self, model: Lfm2, pool: SlotPool, sampler: Sampler, step: DecodeStep, *,
                  max_prefill_tokens: int = 4096, stream_interval: int = 4,
-                 kani2: Kani2Runtime | None = None) -> None:
+                 max_stream_interval: int | None = None, kani2: Kani2Runtime | None = None) -> None:
         self.model, self.pool, self.sampler, self.step = model, pool, sampler, step
         self.kani2 = kani2
         self.max_prefill_tokens = max_prefill_tokens
         self.stream_interval = max(1, stream_interval)
+        self.max_stream_interval = max(self.stream_interval, max_stream_interval or self.stream_interval)
         self.incoming: queue.Queue[list[Request] | None] = queue.Queue()
         self.waiting: collections.deque[Request] = collections.deque()
         self.slot_req: dict[int, Request] = {}
@@ -291,9 +300,12 @@ class Scheduler:
         req.pending.append(tok)
         self.stats.tokens += 1
         done = (allow_stop and tok in req.stops) or req.generated >= req.max_new
-        if done or req.generated % self.stream_interval == 0:
+        if done or len(req.pending) >= (req.interval or self.stream_interval):
             self._emit(req, req.pending)
             req.pending = []
+            req.groups += 1
+            req.interval = (self.stream_interval if req.groups < GROWTH_AFTER
+                            else min(2 * (req.interval or self.stream_interval), self.max_stream_interval))
         if done:
             self._finish(req)
 
