@@ -400,6 +400,10 @@ def _trailing_silence(pcm: np.ndarray, silent_before: int, threshold: float = 1e
     """Length of the silent run at the end of the stream so far (samples below ``threshold``)."""
     if pcm.size == 0:
         return silent_before
+    tail = pcm[-256:]  # speech is loud near the end of a chunk: look there first
+    loud = np.flatnonzero(np.abs(tail) > threshold)
+    if loud.size:
+        return tail.size - 1 - int(loud[-1])
     loud = np.flatnonzero(np.abs(pcm) > threshold)
     if loud.size == 0:
         return silent_before + pcm.size

@@ -163,7 +163,9 @@ class Speech:
         pcm = self.synthesis.pcm()
         if self._drain is not None:
             pcm = self._drain.guard(pcm, self._cut)
-        return resample_stream(apply_speed(pcm, self.request.speed, SAMPLE_RATE), SAMPLE_RATE, self.rate)
+        if self.request.speed != 1.0:  # pass-through layers are skipped: each costs every chunk
+            pcm = apply_speed(pcm, self.request.speed, SAMPLE_RATE)
+        return pcm if self.rate == SAMPLE_RATE else resample_stream(pcm, SAMPLE_RATE, self.rate)
 
     def _cut(self) -> None:
         self.cut = True
