@@ -249,12 +249,14 @@ def _client(port: int, first: int, n: int, tokens: int, start_at: float) -> list
 def level(url: str, n: int, tokens: int, procs: int, pid: int, tail: Any) -> dict[str, Any]:
     from concurrent.futures import ProcessPoolExecutor
 
+    from kanitts.bench.netstat import counters_delta, listen_counters
     from kanitts.bench.stages import stage_summary
     from kanitts.bench.stats import percentile, rounded
 
     audio_s = tokens / TOKENS_PER_S
     port = int(url.rsplit(":", 1)[1])
     shares = [n // procs + (1 if k < n % procs else 0) for k in range(procs)]
+    drops = listen_counters()
     with ProcessPoolExecutor(procs, mp_context=mp.get_context("spawn")) as pool:
         list(pool.map(time.sleep, [0.01] * procs))  # started
         start_at = time.time() + 0.2
@@ -275,6 +277,7 @@ def level(url: str, n: int, tokens: int, procs: int, pid: int, tail: Any) -> dic
         "bytes_ok": all(r[2] == round(tokens / TOKENS_PER_S * PCM_RATE) * 2 for r in ok),
         "server_cpu_s_per_audio_s": round(cpu / (n * audio_s), 4),
         "loop_cpu_s_per_audio_s": round(loop_cpu / (n * audio_s), 4),
+        "listen_drops": counters_delta(drops, listen_counters()),
         "ttfa_stages_ms": stages,
     }
 

@@ -41,3 +41,17 @@ def test_summary_is_per_stage_percentiles_of_the_ok_streams():
         assert out[key] == {"p50": 10.0 * k + 2, "p95": round(10.0 * k + 2.9, 1)}
     assert stage_summary([])["ttfa_ms"] == {"p50": None, "p95": None}
     assert parse_records(["no record here", "x kanitts.requests: {torn"]) == []
+
+
+def test_listen_counters_read_the_tcpext_rows(tmp_path):
+    from kanitts.bench.netstat import counters_delta, listen_counters
+
+    f = tmp_path / "netstat"
+    f.write_text("TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPReqQFullDrop\n"
+                 "TcpExt: 0 3 5 0\nIpExt: InNoRoutes\nIpExt: 0\n")
+    before = listen_counters(str(f))
+    assert before == {"ListenOverflows": 3, "ListenDrops": 5, "TCPReqQFullDrop": 0}
+    f.write_text("TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPReqQFullDrop\nTcpExt: 0 10 12 1\n")
+    assert counters_delta(before, listen_counters(str(f))) == {"ListenOverflows": 7, "ListenDrops": 7,
+                                                               "TCPReqQFullDrop": 1}
+    assert listen_counters(str(tmp_path / "none")) is None and counters_delta(None, before) is None

@@ -20,6 +20,7 @@ from kanitts.bench.codec import codec_throughput, load_codec
 from kanitts.bench.gpu import GpuMemPeak, cuda_available, gpu_memory_used_mib
 from kanitts.bench.http_load import client_processes, http_load, http_stream_once
 from kanitts.bench.levels import BATCHING, default_levels, eta_seconds
+from kanitts.bench.netstat import counters_delta, listen_counters
 from kanitts.bench.report import bench_line
 from kanitts.bench.seed import seed_server
 from kanitts.bench.server_proc import free_port, serve_subprocess
@@ -33,7 +34,8 @@ async def measure_server(base: str, concs: Sequence[int], args: argparse.Namespa
     CUDA graph of each batch bucket on first use), the median single-stream RTF of three,
     then each load level of ``concs``. With ``log_path`` (the server's output), each level
     also gets ``ttfa_stages_ms``: p50/p95 of every stage of its requests' timelines
-    (:mod:`kanitts.bench.stages`)."""
+    (:mod:`kanitts.bench.stages`); ``listen_drops`` counts connections the kernel dropped
+    meanwhile (:mod:`kanitts.bench.netstat`: each costs its client a 1 s SYN retry)."""
     out: dict[str, Any] = {}
     backend = args.backend
     t0 = time.perf_counter()
@@ -59,8 +61,10 @@ async def measure_server(base: str, concs: Sequence[int], args: argparse.Namespa
         if stream_s is not None:
             bench_line("http_load_start", level=c, eta_s=round(eta_seconds(backend, c, stream_s), 1))
         tail = LogTail(log_path) if log_path else None
+        drops = listen_counters()
         lr = await http_load(base, c, args.tokens, processes=args.client_procs)
-        out[str(c)] = {**lr.summary(), "client_processes": client_processes(c, args.client_procs)}
+        out[str(c)] = {**lr.summary(), "client_processes": client_processes(c, args.client_procs),
+                       "listen_drops": counters_delta(drops, listen_counters())}
         if tail is not None:  # each record is logged before its response ends: all are there
             out[str(c)]["ttfa_stages_ms"] = stage_summary(tail.records())
         bench_line("http_load", **out[str(c)])
