@@ -8,8 +8,8 @@ The HTTP server runs in its own process with everything real but the arithmetic:
 
 * a fake engine shaped like the native one: one engine thread steps every 20 ms (50 tokens/s
   per stream, real time), one token per active request per step, and hands each request
-  its tokens 4 at a time (one frame) with one ``call_soon_threadsafe`` per step, as the
-  native scheduler does. The first frame comes 4 steps (80 ms) after submission, about the
+  its tokens 4 at a time (one frame; ``--deliver-frames K``: the first frame, then K at a
+  time) with one ``call_soon_threadsafe`` per step, as the native scheduler does. The first frame comes 4 steps (80 ms) after submission, about the
   H200's engine-level first frame at 256 streams, or with ``--instant`` on the next step;
 * the serving :class:`~kanitts.codec.CodecWorker` (planning, its one worker thread, the
   per-stream pumps and queues) around a decoder pool whose step returns silence at no cost;
@@ -59,7 +59,7 @@ class _Req:
     max_new: int
     sent: int = 0
     cancelled: bool = False
-    frames: list[list[int]] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)
 
 
 def _deliver(items: list[tuple[asyncio.Queue[Any], Any]]) -> None:
@@ -74,12 +74,13 @@ class FakeEngine:
     name = "fake"
     ready = True
 
-    def __init__(self, instant: bool) -> None:
+    def __init__(self, instant: bool, deliver_frames: int = 1) -> None:
         from kanitts.engine.base import BackendStats
         from kanitts.tokens import frame_tokens
 
         self.stats = BackendStats()
         self.instant = instant
+        self.deliver_tokens = 4 * deliver_frames
         self._incoming: queue.SimpleQueue[_Req] = queue.SimpleQueue()
         self._frame = [frame_tokens([k % 4000, 1, 2, 3]) for k in range(4000)]
         self._thread = threading.Thread(target=self._run, name="fake-engine", daemon=True)
@@ -127,8 +128,13 @@ class FakeEngine:
                 req.sent += 1
                 items = out.setdefault(req.loop, [])
                 if req.sent % 4 == 0:
-                    items.append((req.out, self._frame[(req.sent // 4) % 4000]))
-                if req.sent >= req.max_new:
+                    req.pending.extend(self._frame[(req.sent // 4) % 4000])
+                done = req.sent >= req.max_new
+                # the first frame at once, then deliver_frames frames per hand-over
+                if req.pending and (req.sent == 4 or req.sent % self.deliver_tokens == 0 or done):
+                    items.append((req.out, req.pending))
+                    req.pending = []
+                if done:
                     items.append((req.out, None))
                 else:
                     keep.append(req)
@@ -155,7 +161,7 @@ class FreePool:
         return torch.full((len(slots), frames.shape[1] * SAMPLES_PER_FRAME), 0.01)
 
 
-def serve(port_q: Any, max_streams: int, log_path: str, instant: bool) -> None:
+def serve(port_q: Any, max_streams: int, log_path: str, instant: bool, deliver_frames: int) -> None:
     import uvicorn
 
     from kanitts.codec import CodecWorker, NanoCodec
@@ -177,7 +183,7 @@ def serve(port_q: Any, max_streams: int, log_path: str, instant: bool) -> None:
                                     "server": {"max_concurrent": max_streams, "max_queue": max_streams}},
                              env=False)
     tok = type("Tok", (), {"encode": lambda self, t, add_special_tokens=True: [1, 5, 6]})()
-    model = VoiceModel("en", "fake", FakeEngine(instant), tok, ["andrew"], "andrew")
+    model = VoiceModel("en", "fake", FakeEngine(instant, deliver_frames), tok, ["andrew"], "andrew")
     svc = TTSService(settings)
     svc.models = {"en": model}
     svc.router = Router(svc.models, "en", settings.voice_aliases, None)
@@ -287,6 +293,8 @@ def main() -> None:
     ap.add_argument("--streams", default="64,128,256", help="levels: streams started at once")
     ap.add_argument("--seconds", type=float, default=10.0, help="audio per stream")
     ap.add_argument("--instant", action="store_true", help="first frame on the first engine step (else 80 ms)")
+    ap.add_argument("--deliver-frames", type=int, default=1,
+                    help="frames per token hand-over after the first frame (the native engine: stream_interval / 4)")
     ap.add_argument("--client-procs", type=int, default=1, help="client processes")
     ap.add_argument("--py-spy", metavar="OUT", help="sample the server with py-spy over the levels (collapsed "
                                                      "stacks to OUT; py-spy must be installed)")
@@ -300,7 +308,7 @@ def main() -> None:
     q = ctx.Queue()
     with tempfile.TemporaryDirectory() as tmp:
         log_path = os.path.join(tmp, "requests.log")
-        proc = ctx.Process(target=serve, args=(q, max(levels), log_path, a.instant), daemon=True)
+        proc = ctx.Process(target=serve, args=(q, max(levels), log_path, a.instant, a.deliver_frames), daemon=True)
         proc.start()
         try:
             url = f"http://127.0.0.1:{q.get(timeout=120)}"
