@@ -8,6 +8,7 @@ import json
 import pytest
 
 from kanitts import bench
+from kanitts.server.timeline import STAGES
 
 
 def test_backend_choices_are_the_servers_and_engine_only_is_vllm_only():
@@ -29,4 +30,8 @@ def test_http_bench_runs_a_native_server_and_records_the_backend(tiny_model, tin
     assert entry["backend"] == "native" and entry["path"] == "http"
     assert entry["single_stream_rtf"] > 0 and entry["loads"]["2"]["streams"] == 2
     assert entry["loads"]["2"]["errors"] == 0
+    stages = entry["loads"]["2"]["ttfa_stages_ms"]  # read back from the server's request log
+    assert stages["requests"] == 2, stages
+    p50 = [stages[key]["p50"] for key in STAGES]
+    assert all(isinstance(v, float) for v in p50) and p50 == sorted(p50), stages
     assert "RESULT" in capsys.readouterr().out

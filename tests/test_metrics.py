@@ -134,3 +134,8 @@ def test_request_log_decomposes_time_to_first_audio(tiny_model, tiny_codec):
     steps = [rec["start_ms"], rec["ttft_ms"], rec["first_frame_ms"], rec["ttfa_ms"]]
     assert all(isinstance(v, float) for v in steps), rec
     assert 0 <= steps[0] <= steps[1] <= steps[2] <= steps[3], rec
+    from kanitts.server.timeline import STAGES
+
+    stages = [rec[key] for key in STAGES]  # every stage, from arrival to the first byte sent
+    assert all(isinstance(v, float) for v in stages), rec
+    assert all(0 <= a <= b for a, b in zip(stages, stages[1:])), rec

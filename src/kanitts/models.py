@@ -62,8 +62,12 @@ class VoiceModel:
     @property
     def name(self) -> str:
         """The public model name (``/v1/models``, headers, ``/health``): the configured hub
-        id, or the base name of a local folder (never its full path)."""
-        return public_model_name(self.model_id)
+        id, or the base name of a local folder (never its full path). Worked out once per
+        ``model_id`` (it looks at the disk; every response header carries it)."""
+        cached = self.__dict__.get("_public_name")
+        if cached is None or cached[0] != self.model_id:
+            cached = self.__dict__["_public_name"] = (self.model_id, public_model_name(self.model_id))
+        return cached[1]
 
 
 def public_model_name(model: str) -> str:

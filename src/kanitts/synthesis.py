@@ -94,6 +94,8 @@ class ChunkEvent:
     index: int
     text: str
     started: float = 0.0
+    prompt_ready: float | None = None  # the prompt tokenized
+    submitted: float | None = None  # a codec slot taken, the prompt handed to the engine
     first_token: float | None = None  # first generated token from the engine
     first_frame: float | None = None  # first complete frame handed to the codec
     first_audio: float | None = None
@@ -299,6 +301,7 @@ class Synthesizer:
         ev.started = time.perf_counter()
         try:
             prompt = model.prompt(text, route.voice)
+            ev.prompt_ready = time.perf_counter()
             max_tokens = opts.max_tokens
             if opts.length_bound:
                 max_tokens = token_bound(text, route.language, opts.max_tokens, self.estimator, opts.chars_per_second)
@@ -321,6 +324,7 @@ class Synthesizer:
 
             async def frames() -> AsyncIterator[list[list[int]]]:
                 nonlocal generated, hit_stop
+                ev.submitted = time.perf_counter()
                 try:
                     async for ids in tokens:
                         if ev.first_token is None:
@@ -396,6 +400,10 @@ def _trailing_silence(pcm: np.ndarray, silent_before: int, threshold: float = 1e
     """Length of the silent run at the end of the stream so far (samples below ``threshold``)."""
     if pcm.size == 0:
         return silent_before
+    tail = pcm[-256:]  # speech is loud near the end of a chunk: look there first
+    loud = np.flatnonzero(np.abs(tail) > threshold)
+    if loud.size:
+        return tail.size - 1 - int(loud[-1])
     loud = np.flatnonzero(np.abs(pcm) > threshold)
     if loud.size == 0:
         return silent_before + pcm.size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -17,19 +18,30 @@ class ChunkFilter(Protocol):
 
 
 async def filter_stream(pcm: AsyncIterator[np.ndarray], make: "type[ChunkFilter] | None" = None,
-                        *args: object) -> AsyncIterator[np.ndarray]:
+                        *args: object, offload_above: int | None = None) -> AsyncIterator[np.ndarray]:
     """``pcm`` through one filter built by ``make(*args)`` when the first chunk is requested
     (a pass-through when ``make`` is None): every chunk processed in order, the filter's tail
     yielded at the end, empty output chunks skipped. Closing this generator closes ``pcm``
-    (when it has ``aclose()``); errors from ``make`` are raised from the first chunk."""
+    (when it has ``aclose()``); errors from ``make`` are raised from the first chunk.
+
+    ``offload_above``: chunks after the first with more samples than this are processed on
+    a worker thread (one at a time, in order), for a filter whose work releases the GIL: the
+    event loop serves other streams meanwhile. The first chunk stays inline (time to first
+    audio: no thread hop)."""
     try:
         if make is None:
             async for chunk in pcm:
                 yield chunk
             return
         f = make(*args)
+        loop = asyncio.get_running_loop()
+        first = True
         async for chunk in pcm:
-            out = f.process(chunk)
+            if offload_above is not None and not first and chunk.size > offload_above:
+                out = await loop.run_in_executor(None, f.process, chunk)
+            else:
+                out = f.process(chunk)
+            first = False
             if out.size:
                 yield out
         tail = f.flush()

@@ -118,8 +118,9 @@ def to_int16(pcm: np.ndarray) -> np.ndarray:
     if a.dtype == np.int16:
         return np.ascontiguousarray(a.reshape(-1))
     a = np.asarray(a, dtype=np.float32).reshape(-1)
-    out = np.nan_to_num(a, nan=0.0, posinf=1.0, neginf=-1.0)
-    np.clip(out, -1.0, 1.0, out=out)
+    out = np.clip(a, -1.0, 1.0)  # a fresh array; +-inf -> +-1 as nan_to_num would
+    if np.isnan(out.max(initial=0.0)):  # NaN propagates through max: only then the extra pass
+        out[np.isnan(out)] = 0.0
     out *= 32767.0
     np.rint(out, out=out)
     return out.astype("<i2")

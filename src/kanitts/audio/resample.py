@@ -22,6 +22,9 @@ MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 48_000
 
 _EMPTY = np.zeros(0, dtype=np.float32)
+#: Chunks longer than this (samples) after a stream's first are resampled off the event loop
+#: (a codec chunk of 8 frames is 14,112; the first chunk, 1 frame, stays inline).
+OFFLOAD_SAMPLES = 4096
 
 
 class Resampler:
@@ -105,5 +108,7 @@ def resample_stream(
 ) -> AsyncIterator[np.ndarray]:
     """A stream of float32 chunks at ``in_rate`` as a stream at ``out_rate`` Hz: one
     :class:`Resampler` for the whole stream, its tail yielded at the end, empty chunks
-    skipped. A pass-through for equal rates. Closing this generator closes ``pcm``."""
-    return filter_stream(pcm, Resampler, in_rate, out_rate)
+    skipped. A pass-through for equal rates. Closing this generator closes ``pcm``.
+    Chunks after the first with more than :data:`OFFLOAD_SAMPLES` samples are resampled on a
+    worker thread (libswresample runs without the GIL), so the event loop is not held."""
+    return filter_stream(pcm, Resampler, in_rate, out_rate, offload_above=OFFLOAD_SAMPLES)

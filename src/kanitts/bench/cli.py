@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--client-procs", type=int,
                    help=f"HTTP path: client processes (None: one per {STREAMS_PER_CLIENT_PROCESS} streams, "
                         "at most half the cores)")
-    p.add_argument("--server-log", help="HTTP path: file for the server's output (None: a temporary file)")
+    p.add_argument("--server-log", help="HTTP path: file for the server's output (None: a temporary file); each "
+                                         "level's ttfa_stages_ms is read from it (with --url: the running "
+                                         "server's log file, if on this machine)")
     p.add_argument("--json", help="append the result entry to this JSON file (a list)")
     return p
 

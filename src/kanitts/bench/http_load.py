@@ -1,6 +1,8 @@
 """HTTP load: streaming POST /v1/audio/speech clients (raw PCM), one or many client processes.
 
-Time to first audio (TTFA) is the first non-empty body chunk a client receives.
+Time to first audio (TTFA) is the first non-empty body chunk a client receives; a stream's
+audio seconds are its bytes at the rate the server says it sends (``X-Sample-Rate``:
+24 kHz for pcm by default, not the model's 22.05 kHz).
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ async def http_stream(client: Any, base_url: str, tokens: int, i: int = 0, voice
     r = StreamResult()
     t0 = time.perf_counter()
     nbytes = 0
+    bytes_per_s = PCM_BYTES_PER_SECOND
     try:
         async with client.stream("POST", base_url.rstrip("/") + "/v1/audio/speech", json=body) as resp:
             if resp.status_code != 200:
                 r.error = f"HTTP {resp.status_code}: {(await resp.aread())[:200]!r}"
                 return r
+            # the server's pcm rate (24 kHz by default, OpenAI's), not the model's 22.05 kHz
+            bytes_per_s = 2 * int(resp.headers.get("x-sample-rate") or PCM_BYTES_PER_SECOND // 2)
             async for chunk in resp.aiter_bytes():
                 if chunk:
                     if r.ttfa_s is None:
@@ -45,7 +50,7 @@ async def http_stream(client: Any, base_url: str, tokens: int, i: int = 0, voice
     except Exception as e:  # noqa: BLE001
         r.error = repr(e)[:300]
     r.wall_s = time.perf_counter() - t0
-    r.audio_s = nbytes / PCM_BYTES_PER_SECOND
+    r.audio_s = nbytes / bytes_per_s
     return r
 
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,16 +20,22 @@ from kanitts.bench.codec import codec_throughput, load_codec
 from kanitts.bench.gpu import GpuMemPeak, cuda_available, gpu_memory_used_mib
 from kanitts.bench.http_load import client_processes, http_load, http_stream_once
 from kanitts.bench.levels import BATCHING, default_levels, eta_seconds
+from kanitts.bench.netstat import counters_delta, listen_counters
 from kanitts.bench.report import bench_line
 from kanitts.bench.seed import seed_server
 from kanitts.bench.server_proc import free_port, serve_subprocess
+from kanitts.bench.stages import LogTail, stage_summary
 from kanitts.bench.stats import rounded
 
 
-async def measure_server(base: str, concs: Sequence[int], args: argparse.Namespace) -> dict[str, Any]:
+async def measure_server(base: str, concs: Sequence[int], args: argparse.Namespace,
+                         log_path: str | None = None) -> dict[str, Any]:
     """One server's figures: an untimed warm pass per level (the server captures the codec's
     CUDA graph of each batch bucket on first use), the median single-stream RTF of three,
-    then each load level of ``concs``."""
+    then each load level of ``concs``. With ``log_path`` (the server's output), each level
+    also gets ``ttfa_stages_ms``: p50/p95 of every stage of its requests' timelines
+    (:mod:`kanitts.bench.stages`); ``listen_drops`` counts connections the kernel dropped
+    meanwhile (:mod:`kanitts.bench.netstat`: each costs its client a 1 s SYN retry)."""
     out: dict[str, Any] = {}
     backend = args.backend
     t0 = time.perf_counter()
@@ -51,8 +60,13 @@ async def measure_server(base: str, concs: Sequence[int], args: argparse.Namespa
     for c in concs:
         if stream_s is not None:
             bench_line("http_load_start", level=c, eta_s=round(eta_seconds(backend, c, stream_s), 1))
+        tail = LogTail(log_path) if log_path else None
+        drops = listen_counters()
         lr = await http_load(base, c, args.tokens, processes=args.client_procs)
-        out[str(c)] = {**lr.summary(), "client_processes": client_processes(c, args.client_procs)}
+        out[str(c)] = {**lr.summary(), "client_processes": client_processes(c, args.client_procs),
+                       "listen_drops": counters_delta(drops, listen_counters())}
+        if tail is not None:  # each record is logged before its response ends: all are there
+            out[str(c)]["ttfa_stages_ms"] = stage_summary(tail.records())
         bench_line("http_load", **out[str(c)])
     return out
 
@@ -94,6 +108,15 @@ async def http_bench(args: argparse.Namespace, model: Path | None, codec_path: P
     backend (and, for vLLM and native, ``--mode``); for ``--url`` what the server reports, else
     ``"unknown"``. Levels not given on the command line come from
     :func:`kanitts.bench.levels.default_levels` for that backend and this machine."""
+    with contextlib.ExitStack() as stack:
+        server_log = args.server_log
+        if server_log is None and not args.url:  # the stages need the server's request log
+            server_log = os.path.join(stack.enter_context(tempfile.TemporaryDirectory()), "server.log")
+        return await _http_bench(args, model, codec_path, server_log)
+
+
+async def _http_bench(args: argparse.Namespace, model: Path | None, codec_path: Path | None,
+                      server_log: str | None) -> dict[str, Any]:
     res: dict[str, Any] = {"path": "http", "tokens": args.tokens}
     mem = GpuMemPeak()
 
@@ -113,7 +136,7 @@ async def http_bench(args: argparse.Namespace, model: Path | None, codec_path: P
     env = {"KANITTS_CODEC__FIRST_CHUNK_FRAMES": str(args.first_chunk_frames),
            "KANITTS_CODEC__MAX_STREAMS": str(min(1024, max(levels)))}
     if args.baseline == "seed":
-        with seed_server(model, codec_path, log_path=args.server_log, env=env, backend=args.backend) as base:
+        with seed_server(model, codec_path, log_path=server_log, env=env, backend=args.backend) as base:
             res["baseline"] = await measure_server(base, [], args)
             res["baseline_single_stream_rtf"] = res["baseline"]["single_stream_rtf"]
         await asyncio.sleep(3)
@@ -123,17 +146,17 @@ async def http_bench(args: argparse.Namespace, model: Path | None, codec_path: P
     extra = serve_flags(args.engine_args)
     res["first_chunk_frames"] = args.first_chunk_frames
     if args.url:
-        m = await measure_server(args.url, levels, args)
+        m = await measure_server(args.url, levels, args, args.server_log)
     else:
         assert model is not None and codec_path is not None
         bench_line("server_starting", backend=args.backend, timeout_s=400)
-        with serve_subprocess(model, codec_path, args.mode, free_port(), extra, log_path=args.server_log,
+        with serve_subprocess(model, codec_path, args.mode, free_port(), extra, log_path=server_log,
                               env=env, backend=args.backend) as base:
             res["backend"], reported_mode = server_backend(base)
             if res["backend"] not in BATCHING:
                 res["mode"] = reported_mode
             bench_line("server_ready", backend=res["backend"])
-            m = await measure_server(base, levels, args)
+            m = await measure_server(base, levels, args, server_log)
             res["gpu_mb_server_idle"] = gpu_memory_used_mib()
     res["single_stream_rtf"] = m.pop("single_stream_rtf")
     res["loads"] = m

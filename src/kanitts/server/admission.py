@@ -40,6 +40,10 @@ class Admission:
                 429, "server is at capacity; retry shortly", code="queue_full",
                 headers={"Retry-After": "2"},
             )
+        if not self._sem.locked():  # a free slot: taken at once (wait_for would start a task)
+            await self._sem.acquire()
+            self.running += 1
+            return Slot(self)
         self.waiting += 1
         try:
             await asyncio.wait_for(self._sem.acquire(), self.timeout)

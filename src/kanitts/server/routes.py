@@ -151,7 +151,7 @@ async def speech(
 ) -> Response:
     """One file, a streamed file (``stream_format="audio"``) or SSE events; errors are
     OpenAI's JSON (see :mod:`kanitts.server.speech` for which and when)."""
-    t_arrival = time.perf_counter()
+    t_arrival = getattr(request.state, "arrival", None) or time.perf_counter()
     result = await speaker.speak(body, request.state.request_id, t_arrival, who=requester_of(request))
     if result.stream_format is None:
         audio: SpeechAudio | None = await until_disconnect(result.audio(), request)

@@ -56,6 +56,7 @@ from kanitts.server.shutdown import Drain
 from kanitts.server.schemas import OPENAI_TTS_MODELS, SpeechRequest
 from kanitts.server.voice_choice import choose_voice, configured_embedding
 from kanitts.server.segments import SEGMENTS_HEADER, chunk_segments, segments_header
+from kanitts.server.timeline import request_timeline
 from kanitts.service import TTSService
 from kanitts.synthesis import Synthesis, SynthesisError, collect
 from kanitts.tokens import SAMPLE_RATE
@@ -106,6 +107,7 @@ class Speech:
         on_stream: StreamHook | None,
         on_finish: FinishHook | None,
         drain: Drain | None = None,
+        marks: dict[str, float] | None = None,
     ) -> None:
         self.request = request
         self.route = route
@@ -122,6 +124,8 @@ class Speech:
         self.cut = False
         self._segments_sent = 0  # SSE segment events sent so far
         self._segments: list[dict[str, Any]] | None = None  # a whole clip's, with timestamps=true
+        #: Request-level stage stamps (perf_counter) by timeline key (:mod:`kanitts.server.timeline`).
+        self.marks: dict[str, float] = dict(marks or {})
 
     # -- response metadata ----------------------------------------------------------------
     @property
@@ -159,7 +163,9 @@ class Speech:
         pcm = self.synthesis.pcm()
         if self._drain is not None:
             pcm = self._drain.guard(pcm, self._cut)
-        return resample_stream(apply_speed(pcm, self.request.speed, SAMPLE_RATE), SAMPLE_RATE, self.rate)
+        if self.request.speed != 1.0:  # pass-through layers are skipped: each costs every chunk
+            pcm = apply_speed(pcm, self.request.speed, SAMPLE_RATE)
+        return pcm if self.rate == SAMPLE_RATE else resample_stream(pcm, SAMPLE_RATE, self.rate)
 
     def _cut(self) -> None:
         self.cut = True
@@ -218,7 +224,10 @@ class Speech:
             async for data in stream:
                 if ttfa is None:
                     ttfa = time.perf_counter() - self.t0
-                yield wrap(data)
+                    yield wrap(data)
+                    self.marks["first_byte_ms"] = time.perf_counter()  # the server's send returned
+                else:
+                    yield wrap(data)
                 for event in side() if side is not None else ():
                     yield event
             if self.cut:  # shutdown: the body ends properly, short
@@ -262,12 +271,15 @@ class Speech:
             self._on_finish(self.record(status, ttfa))
 
     def record(self, status: str, ttfa: float | None) -> dict[str, Any]:
-        """The request's log record: route, sizes, ``ttfa_ms``, the first chunk's timeline
-        (:func:`first_chunk_timeline`), real-time factor, tokens, ``status`` (ok, error,
-        cancelled), ``elapsed_s`` since arrival."""
+        """The request's log record: route, sizes, the timeline to first audio (the
+        :data:`~kanitts.server.timeline.STAGES`, ms since arrival; ``ttfa_ms`` is the first
+        encoded bytes, or the whole clip for a non-streamed answer), real-time factor,
+        tokens, ``status`` (ok, error, cancelled), ``elapsed_s`` since arrival."""
         synth = self.synthesis
         elapsed = time.perf_counter() - self.t0
         audio_s = synth.audio_seconds
+        timeline = request_timeline(self.t0, self.marks, synth)
+        timeline["ttfa_ms"] = None if ttfa is None else round(ttfa * 1000, 1)
         return {
             "request_id": self.request_id,
             "voice": synth.route.voice,
@@ -278,8 +290,7 @@ class Speech:
             "stream": self.stream_format,
             "chunks": len(synth.chunks),
             "audio_seconds": round(audio_s, 3),
-            "ttfa_ms": None if ttfa is None else round(ttfa * 1000, 1),
-            **first_chunk_timeline(synth, self.t0),
+            **timeline,
             "rtf": round(elapsed / audio_s, 4) if audio_s > 0 else None,
             "tokens": synth.usage.output_tokens,
             "status": status,
@@ -335,7 +346,9 @@ class Speaker:
         (:mod:`kanitts.server.voice_choice`; default: keys off). Raises :class:`APIError`
         for anything the client must fix or retry; no audio is generated until the returned
         body is consumed."""
-        t0 = time.perf_counter() if t0 is None else t0
+        now = time.perf_counter()
+        t0 = now if t0 is None else t0
+        marks = {"handler_ms": now}
         svc = self.service
         if not svc.ready:
             raise APIError(503, "the model is still loading; retry shortly", code="model_loading",
@@ -380,9 +393,11 @@ class Speaker:
         synth = svc.synthesize(route, text, opts, request_id)  # plans only; audio starts when iterated
         if not any(chunk.text.strip() for chunk in synth.chunks):
             raise APIError(400, "input contains no speakable text", param="input", code="empty_input")
+        marks["planned_ms"] = time.perf_counter()
         slot = await self.admission.acquire() if self.admission is not None else None  # 429/503 when full
+        marks["admitted_ms"] = time.perf_counter()
         return Speech(request, route, fmt, synth, rate=rate, request_id=request_id, t0=t0, slot=slot,
-                      on_stream=self.on_stream, on_finish=self.on_finish, drain=self.drain)
+                      on_stream=self.on_stream, on_finish=self.on_finish, drain=self.drain, marks=marks)
 
     def _model_languages(self, name: str | None) -> list[str] | None:
         """The languages the request's ``model`` restricts routing to: ``None`` (all) for
@@ -400,23 +415,6 @@ class Speaker:
                 param="model", code="model_not_found",
             )
         return langs
-
-
-def first_chunk_timeline(synth: Synthesis, t0: float) -> dict[str, float | None]:
-    """Where the time to first audio went, for the first text chunk, in ms since arrival:
-    ``start_ms`` (validation, text planning, admission: the request reaches the engine),
-    ``ttft_ms`` (the engine's first token), ``first_frame_ms`` (the first complete frame
-    goes to the codec); ``ttfa_ms`` minus that is decoding and response plumbing."""
-    ev = synth.events[0] if synth.events else None
-
-    def ms(t: float | None) -> float | None:
-        return None if not t else round((t - t0) * 1000, 1)
-
-    return {
-        "start_ms": ms(ev.started if ev else None),
-        "ttft_ms": ms(ev.first_token if ev else None),
-        "first_frame_ms": ms(ev.first_frame if ev else None),
-    }
 
 
 def _sse_event(payload: dict[str, Any]) -> bytes:
