@@ -86,7 +86,9 @@ class CodecWorker:
     ``decode(frames)`` consumes an async iterator of frame lists (each frame is
     ``num_codebooks`` codes) and yields float32 mono PCM chunks clipped to [-1, 1], with
     ``samples_per_frame`` samples per frame. Closing or cancelling the generator frees its
-    slot and closes the producer."""
+    slot and closes the producer. ``max_batch_frames`` (fast path; None: no cap) bounds the
+    stream-frames of one decoder call and so the codec's activation memory
+    (:mod:`kanitts.codec.memory`): a larger step runs as several calls."""
 
     def __init__(
         self,
@@ -98,6 +100,7 @@ class CodecWorker:
         max_pending_frames: int | None = None,
         max_ready_chunks: int = 4,
         fast: bool = True,
+        max_batch_frames: int | None = None,
     ) -> None:
         if first_chunk_frames < 1 or chunk_frames < 1:
             raise ValueError("chunk sizes must be >= 1 frame")
@@ -119,11 +122,16 @@ class CodecWorker:
             # "ops": compile only the fused pointwise pieces (seconds, not minutes) on CUDA;
             # on the CPU the same fused forms run eagerly (no compile at start-up).
             self._pool = FastStreamingDecoder(
-                codec, max_streams, compile="ops" if codec.device.type == "cuda" else False
+                codec, max_streams, compile="ops" if codec.device.type == "cuda" else False,
+                max_batch_frames=max_batch_frames,
             )
         else:
             self._pool = StreamingDecoder(codec, max_streams)
         self.fast = bool(fast)
+        # Read once: NanoCodec computes these properties on every access (per frame here).
+        self._num_codebooks = codec.num_codebooks
+        self._codebook_size = codec.codebook_size
+        self._samples_per_frame = codec.samples_per_frame
         #: On CUDA, the stream all of this worker's device work runs on (the fast pool's own,
         #: else one made here): a non-blocking stream, so in a process that also generates
         #: tokens (the native engine) decoding never serialises with the decode step. None on
@@ -285,7 +293,7 @@ class CodecWorker:
         token grammar, not frames). Raises ``ValueError`` for a frame without exactly
         ``num_codebooks`` codes or with a code outside ``0..codebook_size - 1`` (an
         out-of-range code would index past the codebook table on the device)."""
-        num_codebooks, size = self.codec.num_codebooks, self.codec.codebook_size
+        num_codebooks, size = self._num_codebooks, self._codebook_size
         out = []
         for frame in batch:
             codes = list(frame)
@@ -384,6 +392,6 @@ class CodecWorker:
                 self._stats.steps += 1
                 self._stats.batched_calls += len(groups)
                 for stream, pcm in results:
-                    self._stats.frames_decoded += pcm.shape[0] // self.codec.samples_per_frame
+                    self._stats.frames_decoded += pcm.shape[0] // self._samples_per_frame
                     if not stream.closed and not stream.finished:
                         stream.out.put_nowait(pcm)
