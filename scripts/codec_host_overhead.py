@@ -5,7 +5,7 @@
 A :class:`~kanitts.codec.CodecWorker` whose batched decoder is replaced by one that returns
 silence at no cost, so what is timed is the worker alone: frame checks, the per-stream pump
 and consumer tasks, planning, building the ``[k, T, G]`` code tensor, splitting the PCM and
-the asyncio hops. Every stream has all its frames ready (the producer yields one frame per
+the asyncio hops (the codec has 2 samples per frame, so handling PCM costs next to nothing). Every stream has all its frames ready (the producer yields one frame per
 item, as the engine does with ``stream_interval = 4``), so the worker runs flat out. Prints
 one ``RESULT {json}`` line per level: wall and process-CPU microseconds per decoded frame.
 On the GPU this cost is serial with the decode step (the scheduler plans the next step after
@@ -23,8 +23,11 @@ from collections.abc import AsyncIterator, Sequence
 import torch
 from torch import Tensor
 
-from kanitts.codec import CodecWorker, NanoCodec
-from kanitts.codec.tiny_nemo import tiny_codec_config
+from kanitts.codec import CodecConfig, CodecWorker, DecoderConfig, NanoCodec
+
+#: A codec of 2 samples per frame: the worker's per-frame Python work is what is timed, not
+#: clamping and copying 1,764 float32 samples per frame on the CPU (on a GPU that is device work).
+SILENT_CODEC = CodecConfig(samples_per_frame=2, decoder=DecoderConfig(base_channels=8, up_sample_rates=(2,)))
 
 
 class SilentPool:
@@ -51,7 +54,7 @@ class SilentPool:
 async def run_level(streams: int, frames: int, first_chunk_frames: int = 1, chunk_frames: int = 8) -> dict[str, object]:
     """``streams`` concurrent streams of ``frames`` frames through a worker with a silent
     decoder; returns the level's figures (``us_per_frame_wall``, ``us_per_frame_cpu``)."""
-    codec = NanoCodec(tiny_codec_config())
+    codec = NanoCodec(SILENT_CODEC)
     worker = CodecWorker(codec, max_streams=streams, first_chunk_frames=first_chunk_frames,
                          chunk_frames=chunk_frames, fast=False)
     pool = SilentPool(codec.samples_per_frame)

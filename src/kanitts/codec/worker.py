@@ -352,19 +352,33 @@ class CodecWorker:
     def _run_step(
         self, groups: dict[int, list[tuple[_Stream, list[list[int]]]]], resets: list[int]
     ) -> list[tuple[_Stream, np.ndarray]]:
-        """Runs on the worker thread: the only place the pool's state is touched."""
+        """Runs on the worker thread: the only place the pool's state is touched. Every
+        group's decode is queued before the one wait at the end; on CUDA the PCM comes back
+        through pinned buffers (an asynchronous copy, ~5x faster than a pageable one)."""
         ctx = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+        outs: list[tuple[list[tuple[_Stream, list[list[int]]]], torch.Tensor]] = []
         with torch.inference_mode(), ctx:
             if resets:
                 self._pool.reset(resets)
-            results: list[tuple[_Stream, np.ndarray]] = []
-            for n, items in groups.items():
+            for items in groups.values():
                 slots = [stream.slot for stream, _ in items]
-                # [k, T, G] as collected: the layout step_slots takes (no permute).
-                frames = torch.tensor([frames for _, frames in items], dtype=torch.long)
-                audio = self._pool.step_slots(slots, frames.to(self._pool.device))
-                pcm = audio.float().clamp_(-1.0, 1.0).cpu().numpy()
-                results.extend((stream, pcm[i]) for i, (stream, _) in enumerate(items))
+                # [k, T, G] as collected: the layout step_slots takes (no permute). numpy builds
+                # it from the nested lists about twice as fast as torch.tensor does.
+                codes = torch.from_numpy(np.array([frames for _, frames in items], dtype=np.int64))
+                audio = self._pool.step_slots(slots, codes.to(self._pool.device, non_blocking=True))
+                audio = audio.float().clamp_(-1.0, 1.0)
+                if self.stream is not None:
+                    host = torch.empty(audio.shape, dtype=torch.float32, pin_memory=True)
+                    audio = host.copy_(audio, non_blocking=True)
+                else:
+                    audio = audio.cpu()
+                outs.append((items, audio))
+            if self.stream is not None:
+                self.stream.synchronize()
+        results: list[tuple[_Stream, np.ndarray]] = []
+        for items, audio in outs:
+            pcm = audio.numpy()
+            results.extend((stream, pcm[i]) for i, (stream, _) in enumerate(items))
         return results
 
     async def _schedule(self) -> None:
