@@ -10,7 +10,12 @@ from _codec_helpers import stream_chunks as _stream
 from kanitts.codec import CodecWorker
 from kanitts.codec.fast import FastStreamingDecoder
 from kanitts.codec.nanocodec import NanoCodec
-from kanitts.codec.shapes import bucket_cap, graph_shapes, plan_calls, usable_frame_sizes
+from kanitts.codec.shapes import (
+    bucket_cap,
+    graph_shapes,
+    plan_calls,
+    usable_frame_sizes,
+)
 from kanitts.codec.tiny_nemo import randomize_codec, tiny_codec_config
 
 BUCKETS = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)

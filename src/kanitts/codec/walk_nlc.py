@@ -274,7 +274,7 @@ class _Commit:
     input ``full`` alive (a view holds its base): ~19 inputs per stage, about 10x the
     step's working set (see :mod:`kanitts.codec.memory`)."""
 
-    __slots__ = ("states", "index")
+    __slots__ = ("index", "states")
 
     def __init__(self, states: list[Tensor], index: Tensor) -> None:
         self.states, self.index = states, index

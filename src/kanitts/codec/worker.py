@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from kanitts.codec.nanocodec import NanoCodec
 from kanitts.codec.fast import FastStreamingDecoder
+from kanitts.codec.nanocodec import NanoCodec
 from kanitts.codec.streaming import StreamingDecoder
 
 logger = logging.getLogger(__name__)
