@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 
@@ -32,13 +33,20 @@ SILENT_CODEC = CodecConfig(samples_per_frame=2, decoder=DecoderConfig(base_chann
 
 class SilentPool:
     """The decoder interface the worker drives (``reset``, ``step_slots``, ``device``),
-    returning zeros: ``frames[k, T, G]`` -> ``float32[k, T * samples_per_frame]``."""
+    returning zeros: ``frames[k, T, G]`` -> ``float32[k, T * samples_per_frame]``. With
+    ``ops`` > 0 each call first runs that many tiny torch ops (each releases and retakes the
+    GIL, like the ~6 per graph replay plus the copies of a real step) and records its wall
+    time in :attr:`call_s`: how long the worker thread waits for the GIL while the event
+    loop's pumps and consumers hold it."""
 
-    def __init__(self, samples_per_frame: int) -> None:
+    def __init__(self, samples_per_frame: int, ops: int = 0) -> None:
         self.samples_per_frame = samples_per_frame
         self.device = torch.device("cpu")
         self.frames = 0
+        self.ops = ops
+        self.call_s: list[float] = []
         self._zeros = torch.zeros(0)
+        self._scratch = torch.zeros(4)
 
     def reset(self, mask: Sequence[int] | Tensor | None = None) -> None:
         return None
@@ -46,18 +54,25 @@ class SilentPool:
     def step_slots(self, slots: Sequence[int] | Tensor, frames: Tensor) -> Tensor:
         k, t = frames.shape[0], frames.shape[1]
         self.frames += k * t
+        if self.ops:
+            t0 = time.perf_counter()
+            for _ in range(self.ops):
+                self._scratch.add_(1)
+            self.call_s.append(time.perf_counter() - t0)
         if self._zeros.numel() < k * t * self.samples_per_frame:  # allocated once, not timed per step
             self._zeros = torch.zeros(k * t * self.samples_per_frame)
         return self._zeros[: k * t * self.samples_per_frame].view(k, t * self.samples_per_frame)
 
 
-async def run_level(streams: int, frames: int, first_chunk_frames: int = 1, chunk_frames: int = 8) -> dict[str, object]:
+async def run_level(streams: int, frames: int, first_chunk_frames: int = 1, chunk_frames: int = 8,
+                    ops: int = 0) -> dict[str, object]:
     """``streams`` concurrent streams of ``frames`` frames through a worker with a silent
-    decoder; returns the level's figures (``us_per_frame_wall``, ``us_per_frame_cpu``)."""
+    decoder; returns the level's figures (``us_per_frame_wall``, ``us_per_frame_cpu``; with
+    ``ops``, the median and max wall ms of a decoder call, ``call_ms_p50``/``call_ms_max``)."""
     codec = NanoCodec(SILENT_CODEC)
     worker = CodecWorker(codec, max_streams=streams, first_chunk_frames=first_chunk_frames,
                          chunk_frames=chunk_frames, fast=False)
-    pool = SilentPool(codec.samples_per_frame)
+    pool = SilentPool(codec.samples_per_frame, ops)
     worker._pool = pool  # type: ignore[assignment]  # the one substitution: no decoding
     frame = [1, 2, 3, 4]
 
@@ -72,7 +87,7 @@ async def run_level(streams: int, frames: int, first_chunk_frames: int = 1, chun
         return n
 
     await asyncio.gather(*[consume() for _ in range(min(streams, 4))])  # warm the paths
-    pool.frames = 0
+    pool.frames, pool.call_s = 0, []
     steps0 = worker.stats.steps
     w0, c0 = time.perf_counter(), time.process_time()
     samples = await asyncio.gather(*[consume() for _ in range(streams)])
@@ -81,7 +96,11 @@ async def run_level(streams: int, frames: int, first_chunk_frames: int = 1, chun
     total = streams * frames
     if sum(samples) != total * codec.samples_per_frame or pool.frames != total:
         raise RuntimeError(f"decoded {pool.frames} frames, {sum(samples)} samples; expected {total} frames")
+    calls = sorted(pool.call_s)
+    extra = {"ops_per_call": ops, "call_ms_p50": round(calls[len(calls) // 2] * 1e3, 2),
+             "call_ms_max": round(calls[-1] * 1e3, 2)} if calls else {}
     return {
+        **extra,
         "streams": streams,
         "frames_per_stream": frames,
         "steps": worker.stats.steps - steps0,
@@ -94,10 +113,17 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", default="256,1024", help="comma-separated stream counts")
     ap.add_argument("--frames", type=int, default=64, help="frames per stream")
+    ap.add_argument("--ops", type=int, default=0,
+                    help="tiny torch ops per decoder call (shows the worker thread's GIL waits)")
+    ap.add_argument("--switch-interval", type=float, default=None,
+                    help="sys.setswitchinterval for the run (Python's default: 0.005 s)")
     args = ap.parse_args(argv)
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     out = []
     for n in [int(s) for s in args.streams.split(",") if s]:
-        res = asyncio.run(run_level(n, args.frames))
+        res = asyncio.run(run_level(n, args.frames, ops=args.ops))
+        res["switch_interval_s"] = sys.getswitchinterval()
         print("RESULT " + json.dumps(res), flush=True)
         out.append(res)
     return out

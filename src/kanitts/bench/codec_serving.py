@@ -33,6 +33,7 @@ import asyncio
 import gc
 import logging
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -50,6 +51,11 @@ def smi_used_mib() -> int | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return int(out[0]) if out else None
+
+
+def _sig(x: float) -> float:
+    """``x`` to 4 significant digits (a slow CPU dry run's rates stay above 0)."""
+    return float(f"{x:.4g}")
 
 
 def build_codec(tiny: bool, seed: int = 0) -> Any:
@@ -154,11 +160,11 @@ def run_level(codec: Any, streams: int, frames: int, max_batch_frames: int | Non
         if cuda:
             row["reserved_after_warmup_gib"] = round(torch.cuda.memory_reserved() / 2**30, 3)
         audio = asyncio.run(_serve(worker, streams, frames))
-        row["audio_s_per_s"] = round(audio, 1)
+        row["audio_s_per_s"] = _sig(audio)
         stats = worker.stats
         row["steps"], row["batched_calls"] = stats.steps, stats.batched_calls
         with torch.inference_mode():
-            row["pool_audio_s_per_s"] = round(_pool_rate(pool, streams, s.chunk_frames, pool_min_s), 1)
+            row["pool_audio_s_per_s"] = _sig(_pool_rate(pool, streams, s.chunk_frames, pool_min_s))
         largest = max((b * f for b, f in pool.graph_shapes()), default=streams * s.chunk_frames) \
             if hasattr(pool, "graph_shapes") else streams * s.chunk_frames
         model = step_bytes(codec.decoder.cfg, largest, 1, itemsize=codec.dtype.itemsize)
@@ -183,12 +189,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                     help="the cap per decoder call (default: codec.max_batch_frames)")
     ap.add_argument("--tiny", action="store_true", help="the tiny codec on the CPU (a dry run)")
     ap.add_argument("--pool-seconds", type=float, default=1.0, help="time spent on the bare pool step per level")
+    ap.add_argument("--switch-interval", type=float, default=None,
+                    help="sys.setswitchinterval for the run (Python's default 0.005 s: how long the codec "
+                         "thread may wait for the GIL while the event loop runs)")
     args = ap.parse_args(argv)
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     codec = build_codec(args.tiny)
     rows = []
     for level in [int(x) for x in args.levels.split(",") if x]:
         try:
             row = run_level(codec, level, args.frames, args.max_batch_frames, args.pool_seconds)
+            row["switch_interval_s"] = sys.getswitchinterval()
         except Exception as exc:
             logger.exception("level %d failed", level)
             row = {"level": level, "error": f"{type(exc).__name__}: {exc}"[:300]}
