@@ -408,9 +408,11 @@ class FastStreamingDecoder(NlcWalk):
         if got is None:
             return self._fn(frames, index.to(self.device), self.states)
         graph, frames_buf, index_buf, out = got
-        index_buf.fill_(self.scratch)
+        # Padding rows point at the scratch slot; their codes are whatever an earlier call
+        # left (zeros at first, validated codes after): always in range, so not cleared.
         index_buf[:k].copy_(index, non_blocking=True)
-        frames_buf.zero_()
+        if k < index_buf.shape[0]:
+            index_buf[k:].fill_(self.scratch)
         frames_buf[:k].copy_(frames)
         graph.replay()
         return out[:k].clone()
