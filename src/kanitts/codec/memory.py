@@ -33,17 +33,19 @@ until the end of the step, and a view keeps its base alive: every conv input of 
 CUDA graph's private pool holds its step's peak, and the un-graphed warm-up runs before
 each capture leave as much again in the caching allocator (never emptied), which accounts
 for most of what the server held: 31 GB at 256 slots, 76 GB at 512, 128 GB at 1,024 (the
-rest: 40 captures of growing sizes fragmenting one pool). The CPU check (tiny codec,
-float32, eager, 8 streams x 2 frames; tests/test_codec_memory.py measures it): peak
-42 MB before, 10.2 MB after, against 34.0 MB retained / 7.1 MB working set modelled (eager
-adds float32 temporaries the fused GPU kernels do not make).
+rest presumably: 40 captures of growing sizes fragmenting one pool). The CPU check (tiny codec,
+float32, eager, 8 streams x 2 frames, torch.profiler's memory events): peak 42 MB
+before, 10.2 MB after, against 34.0 MB retained / 7.1 MB working set modelled (eager adds
+float32 temporaries the fused GPU kernels do not make); tests/test_codec_memory.py holds a
+4 x 2 step under twice the modelled working set.
 
 **Bounding it.** :class:`kanitts.codec.fast.FastStreamingDecoder` caps the stream-frames of
-one call at ``max_batch_frames`` (the worker's default, ``codec.max_batch_frames`` =
-2,048, is the measured best point of the bare pool step, 256 x 8): a step with more work
+one call at ``max_batch_frames`` (the server's ``codec.max_batch_frames``, default 2,048 =
+256 x 8, where the bare H100 step decoded 4,143 audio s/s against 4,297 at 512 x 8,
+benchmarks/codec_h100-run4.json): a step with more work
 runs several calls of a capped bucket in turn, so the activation peak is
-``working_set`` at ``max_batch_frames`` (1.7-2.4 GB in bf16, the larger for 1-frame calls
-whose gathered contexts weigh more) whatever the number of streams. The graphs share one
+``working_set`` at ``max_batch_frames`` whatever the number of streams: 1.7-2.0 GB in bf16
+up to 1,024 streams (the larger for 1,024 x 2, whose gathered contexts weigh more). The graphs share one
 memory pool, captured largest first so smaller ones reuse its blocks, and the warm-up's
 un-graphed blocks are released after capture. What grows with the streams is the context
 state (:func:`state_bytes`: 370 KB per slot in bf16, 379 MB at 1,024 slots) and each
