@@ -268,7 +268,7 @@ def step_lowvram(args: argparse.Namespace) -> None:
         row["smi_after_codec_weights_mib"] = smi_used_mib()
         c = settings.codec
         worker = CodecWorker(codec, max_streams=codec_pool_size(settings), first_chunk_frames=c.first_chunk_frames,
-                             chunk_frames=c.chunk_frames, fast=c.fast)
+                             chunk_frames=c.chunk_frames, fast=c.fast, max_batch_frames=c.max_batch_frames)
         row["codec_graphs"] = await asyncio.to_thread(worker.warmup)
         row["codec_streams"] = worker.max_streams
         torch.cuda.synchronize()

@@ -109,6 +109,7 @@ class TTSService:
             first_chunk_frames=c.first_chunk_frames,
             chunk_frames=c.chunk_frames,
             fast=c.fast,
+            max_batch_frames=c.max_batch_frames,
         )
         graphs = await asyncio.to_thread(self.codec_worker.warmup)
         if graphs:

@@ -36,8 +36,10 @@ def load_codec(codec_path: str | Path | None, max_streams: int, first_chunk_fram
             codec = None
     if codec is None:
         return None
+    from kanitts.config_sections import CodecSettings
+
     worker = CodecWorker(codec, max_streams=max_streams, first_chunk_frames=first_chunk_frames,
-                         chunk_frames=chunk_frames)
+                         chunk_frames=chunk_frames, max_batch_frames=CodecSettings().max_batch_frames)
     warm = getattr(worker, "warmup", None)
     if warm is not None:  # capture the batched codec's CUDA graphs before timing anything
         t0 = time.perf_counter()

@@ -20,7 +20,14 @@ and computes the same function, but is built for serving many streams on a GPU:
   pointwise pieces, what the serving worker uses on CUDA).
 * **CUDA graphs** per ``(bucket, frames)`` shape, captured lazily or by :meth:`warmup`:
   frames per step in ``frame_sizes`` (default 1, 2, 4, 8; other counts are split into
-  those, which is exact because streaming is exact). Replay costs one launch.
+  those, which is exact because streaming is exact). Replay costs one launch. All graphs
+  share one memory pool; :meth:`warmup` captures the largest first (smaller ones then
+  reuse its blocks) and releases the un-graphed warm-up runs' blocks afterwards.
+* **A bounded call size**: ``max_batch_frames`` caps the stream-frames of one call
+  (``bucket * frames``); a step with more work runs several calls of a capped bucket in
+  turn (:meth:`plan_calls`), so the activation memory of a step
+  (:mod:`kanitts.codec.memory`) does not grow with the number of streams, and no graph
+  larger than the cap is ever captured.
 * **Its own CUDA stream**: all work (input copies, replay, output copy) runs on
   :attr:`stream`, a non-blocking stream, so it overlaps with token generation on other
   streams of the same process; :meth:`stream_context` lets a caller put its own
@@ -37,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import time
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -44,6 +52,16 @@ from torch import Tensor
 
 from kanitts.codec import kernels
 from kanitts.codec.nanocodec import NanoCodec
+from kanitts.codec.shapes import (  # noqa: F401 - default_buckets/split_frames: re-exported
+    Call,
+    bucket_cap,
+    bucket_for,
+    default_buckets,
+    graph_shapes,
+    plan_calls,
+    split_frames,
+    usable_frame_sizes,
+)
 from kanitts.codec.walk_nlc import (
     NlcPlan,
     NlcWalk,
@@ -91,28 +109,6 @@ def triton_available() -> bool:
     return True
 
 
-def default_buckets(max_streams: int, smallest: int = 1) -> tuple[int, ...]:
-    """Powers of two from ``smallest`` below ``max_streams``, then ``max_streams``."""
-    out, b = [], min(smallest, max_streams)
-    while b < max_streams:
-        out.append(b)
-        b *= 2
-    out.append(max_streams)
-    return tuple(out)
-
-
-def split_frames(frames: int, sizes: Sequence[int]) -> list[int]:
-    """Greedy split of ``frames`` into the allowed ``sizes`` (1 must be allowed)."""
-    parts, left = [], frames
-    for size in sorted(sizes, reverse=True):
-        while left >= size:
-            parts.append(size)
-            left -= size
-    if left:
-        raise ValueError(f"cannot split {frames} frames into {sorted(sizes)}")
-    return parts
-
-
 class FastStreamingDecoder(NlcWalk):
     """A fixed pool of ``batch_size`` decode streams, stepped as one batched call over the
     channels-last walk (:mod:`kanitts.codec.walk_nlc`).
@@ -127,7 +123,9 @@ class FastStreamingDecoder(NlcWalk):
     Triton, else ``"compile"``; ``"triton"`` = the hand-written kernel with ``sin_mode``
     (:data:`kanitts.codec.kernels.SIN_MODES`), used when the codec is on CUDA and Triton
     imports, else the ``"compile"`` functions (a warning says so; :meth:`stats` reports what
-    runs). Raises ``ValueError`` for ``batch_size < 1``, ``pad_channels < 1`` or an unknown
+    runs). ``max_batch_frames`` (None: no cap) bounds ``bucket * frames`` of one call (see
+    :meth:`plan_calls`); frame sizes above it are dropped. Raises ``ValueError`` for
+    ``batch_size < 1``, ``pad_channels < 1``, ``max_batch_frames < 1`` or an unknown
     ``act_kernel``/``sin_mode``. Not thread-safe: drive it from one thread.
 
     Subclasses may walk another layout (the benchmarks' channels-first variant,
@@ -154,9 +152,12 @@ class FastStreamingDecoder(NlcWalk):
         pad_channels: int = 8,
         act_kernel: str = "auto",
         sin_mode: str = kernels.DEFAULT_SIN_MODE,
+        max_batch_frames: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if max_batch_frames is not None and max_batch_frames < 1:
+            raise ValueError("max_batch_frames must be >= 1")
         if pad_channels < 1:
             raise ValueError("pad_channels must be >= 1")
         if act_kernel not in ACT_KERNELS:
@@ -186,6 +187,9 @@ class FastStreamingDecoder(NlcWalk):
         self.buckets = tuple(sorted(set(buckets))) if buckets else default_buckets(batch_size, smallest)
         if self.buckets[-1] < batch_size:
             self.buckets = self.buckets + (batch_size,)
+        self.max_batch_frames = max_batch_frames
+        # A frame count even the smallest bucket cannot take within the cap is split.
+        self.frame_sizes = usable_frame_sizes(self.frame_sizes, self.buckets, max_batch_frames)
         self.stream: torch.cuda.Stream | None = torch.cuda.Stream(dev) if is_cuda else None
         if self.ops_compiled:
             self.compiled = False
@@ -202,6 +206,8 @@ class FastStreamingDecoder(NlcWalk):
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, Tensor, Tensor, Tensor]] = {}
         self._graph_pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
         self._failed: set[tuple[int, int]] = set()
+        #: Seconds each graph's capture took (warm-up runs, compiles, autotune included).
+        self.capture_seconds: dict[tuple[int, int], float] = {}
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -272,10 +278,21 @@ class FastStreamingDecoder(NlcWalk):
         return torch.cuda.stream(self.stream)
 
     def bucket_for(self, k: int) -> int:
-        for b in self.buckets:
-            if b >= k:
-                return b
-        raise ValueError(f"{k} slots exceed the pool ({self.batch_size})")
+        return bucket_for(self.buckets, k)
+
+    def bucket_cap(self, frames: int) -> int:
+        """:func:`kanitts.codec.shapes.bucket_cap` for this pool."""
+        return bucket_cap(self.buckets, frames, self.max_batch_frames)
+
+    def plan_calls(self, k: int, frames: int) -> list[Call]:
+        """The calls a step of ``k`` slots x ``frames`` frames runs
+        (:func:`kanitts.codec.shapes.plan_calls`; graphed or eager as this pool runs)."""
+        return plan_calls(k, frames, self.buckets, self.frame_sizes, self.max_batch_frames, self.cuda_graphs)
+
+    def graph_shapes(self) -> list[tuple[int, int]]:
+        """Every ``(bucket, frames)`` shape a step can use, largest first: what
+        :meth:`warmup` captures."""
+        return graph_shapes(self.buckets, self.frame_sizes, self.max_batch_frames)
 
     def _index(self, slots: Sequence[int] | Tensor) -> Tensor:
         index = torch.as_tensor(slots, dtype=torch.long).reshape(-1)
@@ -300,9 +317,11 @@ class FastStreamingDecoder(NlcWalk):
         got = self._graphs.get(key)
         if got is None and key not in self._failed:
             try:
+                t0 = time.perf_counter()
                 with self.stream_context():
                     got = self._capture(bucket, frames)
                 self._graphs[key] = got
+                self.capture_seconds[key] = round(time.perf_counter() - t0, 3)
             except Exception:  # degrade to the un-graphed call
                 logger.warning("CUDA graph capture failed for %s; running un-graphed", key, exc_info=True)
                 self._failed.add(key)
@@ -310,11 +329,17 @@ class FastStreamingDecoder(NlcWalk):
 
     @torch.inference_mode()
     def warmup(self, frame_sizes: Sequence[int] | None = None, buckets: Sequence[int] | None = None) -> int:
-        """Capture the graphs for these shapes now (default: all); returns how many exist."""
+        """Capture the graphs for these shapes now (default: every shape of
+        :meth:`graph_shapes`; ``frame_sizes``/``buckets`` restrict it), largest first, then
+        release the caching allocator's blocks the un-graphed warm-up runs left (the graphs'
+        pool keeps its own); returns how many graphs exist."""
         if self.cuda_graphs:
-            for b in buckets or self.buckets:
-                for f in frame_sizes or self.frame_sizes:
-                    self._graph(self.bucket_for(b), f)
+            for b, f in self.graph_shapes():
+                if (frame_sizes and f not in frame_sizes) or (buckets and not any(self.bucket_for(x) == b for x in buckets)):
+                    continue
+                self._graph(b, f)
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
         elif self.compiled:
             with self.stream_context():
                 for b in buckets or self.buckets[:1]:
@@ -362,14 +387,20 @@ class FastStreamingDecoder(NlcWalk):
             self.stream.wait_stream(torch.cuda.current_stream(self.device))  # frames made there
         with self.stream_context(), cudnn_autotune(self.device.type == "cuda"):
             frames = frames.to(self.device, torch.long, non_blocking=True)
-            if not self.cuda_graphs:
-                return self._fn(frames, index.to(self.device), self.states)
-            bucket = self.bucket_for(k)
-            pieces, t0 = [], 0
-            for f in split_frames(frames.shape[1], self.frame_sizes):
-                pieces.append(self._run_graphed(bucket, index, frames[:, t0 : t0 + f]))
-                t0 += f
-            return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
+            if k == 0:
+                return torch.zeros(0, frames.shape[1] * self.samples_per_frame, device=self.device, dtype=self.dtype)
+            index_dev = index.to(self.device)
+            by_start: dict[int, list[Tensor]] = {}
+            for c in self.plan_calls(k, frames.shape[1]):
+                r0, r1 = c.rows
+                piece = frames[r0:r1, c.start : c.start + c.frames]
+                if self.cuda_graphs:
+                    out = self._run_graphed(c.bucket, index[r0:r1], piece)
+                else:
+                    out = self._fn(piece, index_dev[r0:r1], self.states)
+                by_start.setdefault(c.start, []).append(out)
+            cols = [parts[0] if len(parts) == 1 else torch.cat(parts, dim=0) for parts in by_start.values()]
+            return cols[0] if len(cols) == 1 else torch.cat(cols, dim=-1)
 
     def _run_graphed(self, bucket: int, index: Tensor, frames: Tensor) -> Tensor:
         k, n = index.numel(), frames.shape[1]
@@ -377,9 +408,11 @@ class FastStreamingDecoder(NlcWalk):
         if got is None:
             return self._fn(frames, index.to(self.device), self.states)
         graph, frames_buf, index_buf, out = got
-        index_buf.fill_(self.scratch)
+        # Padding rows point at the scratch slot; their codes are whatever an earlier call
+        # left (zeros at first, validated codes after): always in range, so not cleared.
         index_buf[:k].copy_(index, non_blocking=True)
-        frames_buf.zero_()
+        if k < index_buf.shape[0]:
+            index_buf[k:].fill_(self.scratch)
         frames_buf[:k].copy_(frames)
         graph.replay()
         return out[:k].clone()
@@ -416,5 +449,6 @@ class FastStreamingDecoder(NlcWalk):
             "sin_mode": self.sin_mode,
             "dtype": str(self.dtype).replace("torch.", ""),
             "graphs": sorted(self._graphs),
+            "max_batch_frames": self.max_batch_frames,
             "failed": sorted(self._failed),
         }

@@ -266,6 +266,24 @@ class NlcPlan:
         self.context_shapes = [(length, _round_up(c, pad)) for c, length in dec.context_shapes()]
 
 
+class _Commit:
+    """Writes each stateful layer's new left context into the state pool as soon as the
+    layer's input exists. The contexts were gathered (copied) at the start of the step, so
+    nothing reads the pool afterwards and the early write is exact. Keeping a *view*
+    ``full[:, -L:]`` until the end of the step instead would keep every layer's whole
+    input ``full`` alive (a view holds its base): ~19 inputs per stage, about 10x the
+    step's working set (see :mod:`kanitts.codec.memory`)."""
+
+    __slots__ = ("index", "states")
+
+    def __init__(self, states: list[Tensor], index: Tensor) -> None:
+        self.states, self.index = states, index
+
+    def keep(self, layer: int, length: int, full: Tensor) -> None:
+        if length:
+            self.states[layer].index_copy_(0, self.index, full[:, -length:])
+
+
 class NlcWalk:
     """The channels-last step (mixed into :class:`~kanitts.codec.fast.FastStreamingDecoder`,
     which sets these attributes)."""
@@ -331,18 +349,17 @@ class NlcWalk:
         return self._p_sum_act_cat(total, y, h, ctx, b, *act.args(), n)
 
     @staticmethod
-    def _ctx_cat(ctx: list[Tensor], new: list[Tensor | None], index: int, length: int, x: Tensor) -> Tensor:
+    def _ctx_cat(ctx: list[Tensor], new: _Commit, index: int, length: int, x: Tensor) -> Tensor:
         """``cat([context, x], T)`` for a layer without a fused activation (pre_conv)."""
         if not length:
             return x
         full = torch.cat([ctx[index], x], dim=1)
-        new[index] = full[:, -length:]
+        new.keep(index, length, full)
         return full
 
     @staticmethod
-    def _keep(new: list[Tensor | None], index: int, length: int, full: Tensor) -> None:
-        if length:
-            new[index] = full[:, -length:]
+    def _keep(new: _Commit, index: int, length: int, full: Tensor) -> None:
+        new.keep(index, length, full)
 
     def _up_nlc(self, up: _NlcUp, full: Tensor) -> Tensor:
         """The stage's transposed conv on ``full = cat([context, act(x)], T)``."""
@@ -358,7 +375,7 @@ class NlcWalk:
         return F.pad(out, (0, up.cout_p - up.cout)).contiguous()
 
     def _res_nlc(
-        self, st: _NlcStage, x0: Tensor, ctx: list[Tensor], new: list[Tensor | None], nxt: _NlcAct, nxt_conv: tuple[int, int]
+        self, st: _NlcStage, x0: Tensor, ctx: list[Tensor], new: _Commit, nxt: _NlcAct, nxt_conv: tuple[int, int]
     ) -> Tensor:
         """One residual layer over ``x0[B, T, C]``, ending in the next layer's activation
         and context cat (``nxt_conv`` = its ``(state index, context length)``)."""
@@ -393,11 +410,12 @@ class NlcWalk:
 
     def _walk(self, frames: Tensor, index: Tensor, states: list[Tensor]) -> Tensor:
         """Decode ``frames[k, T, G]`` (codes) for slots ``index[k]`` over channels-last
-        ``[B, T, C]`` activations, committing their contexts: ``audio[k, T * samples]``."""
+        ``[B, T, C]`` activations, committing their contexts as it goes (each layer's
+        right after its input is built): ``audio[k, T * samples]``."""
         plan = self._nlc
         assert plan is not None
         ctx = [s.index_select(0, index) for s in states]
-        new: list[Tensor | None] = [None] * len(ctx)
+        new = _Commit(states, index)
         # Frames come [B, T, G]: the lookup's latent is [B, T, G, D], already channels-last.
         lat = plan.table[frames]
         b, t, g, d = lat.shape
@@ -417,8 +435,4 @@ class NlcWalk:
                 nxt, conv = plan.post_act, (plan.post.index, plan.post.context)
             full = self._res_nlc(st, x0, ctx, new, nxt, conv)
         out = conv_nlc(full, plan.post.weight, plan.post.bias_dt, plan.post.dilation)[..., 0]
-        out = torch.tanh(out) if plan.tanh else out.clamp(-1.0, 1.0)
-        for s, n in zip(states, new):
-            if n is not None:
-                s.index_copy_(0, index, n)
-        return out
+        return torch.tanh(out) if plan.tanh else out.clamp(-1.0, 1.0)
