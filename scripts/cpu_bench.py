@@ -1,4 +1,4 @@
-"""CPU measurements for BENCHMARKS.md (PyTorch backend; tiny and full-size random weights).
+"""CPU measurements for BENCHMARKS.md (native engine; tiny and full-size random weights).
 
     python scripts/cpu_bench.py --assets /tmp/kanitts-cpu-bench --json benchmarks/cpu.json
 
@@ -36,9 +36,9 @@ def ensure(assets: Path, full: bool) -> tuple[str, str]:
 
 async def engine_tps(model: str, tokens: int, constrained: bool = True) -> float:
     from kanitts.engine.base import SamplingParams
-    from kanitts.engine.torch_backend import TorchBackend
+    from kanitts.engine.native.backend import NativeBackend
 
-    b = TorchBackend(model, device="cpu")
+    b = NativeBackend(model, device="cpu", max_num_seqs=1, max_model_len=tokens + 64)
     await b.start()
     prompt = [64403, 1, 40, 41, 42, 43, 2, 64404]
     params = SamplingParams(max_tokens=tokens, min_tokens=tokens, seed=0, constrained=constrained)
@@ -78,7 +78,7 @@ async def rtf(model: str, codec: str, tokens: int) -> float:
     from kanitts.service import TTSService
 
     s = load_settings(None, {"multi_language": False, "languages": {"en": {"model": model}},
-                             "codec": {"model": codec}, "engine": {"backend": "torch", "device": "cpu"}}, env=False)
+                             "codec": {"model": codec}, "engine": {"backend": "native", "device": "cpu"}}, env=False)
     svc = TTSService(s)
     await svc.start()
     route = svc.route("Hello world.", "andrew", None)
@@ -100,7 +100,7 @@ def ttfa_http(model: str, codec: str, runs: int, tokens: int) -> dict[str, float
     port = sock.getsockname()[1]
     sock.close()
     proc = subprocess.Popen([sys.executable, "-m", "kanitts.cli", "serve", "--model", model, "--codec", codec,
-                             "--port", str(port), "--backend", "torch", "--device", "cpu"],
+                             "--port", str(port), "--backend", "native", "--device", "cpu"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -243,7 +243,7 @@ def run_soak(*, seconds: float, concurrency: int = 8, max_requests: int = 100_00
 
         settings = load_settings(cli={
             "languages": {"en": {"model": model}}, "default_language": "en", "multi_language": False,
-            "codec": {"model": codec}, "engine": {"backend": "torch", "device": "cpu", "warmup": False},
+            "codec": {"model": codec}, "engine": {"backend": "native", "device": "cpu", "warmup": False},
             "server": {"max_concurrent": max(4, concurrency), "max_queue": 4 * concurrency},
         }, env=False)
         server = InProcessServer(create_app(settings)).__enter__()

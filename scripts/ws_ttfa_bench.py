@@ -2,7 +2,7 @@
 
     python scripts/ws_ttfa_bench.py --assets /tmp/kanitts-ws-bench --runs 10 --json benchmarks/cpu-ws-ttfa.json
 
-Serves the tiny random-weight checkpoint (``kanitts make-tiny``) on CPU (PyTorch backend)
+Serves the tiny random-weight checkpoint (``kanitts make-tiny``) on CPU (native engine)
 with uvicorn in this process, then alternates, ``--runs`` times each after one warm-up:
 
 * HTTP: ``POST /v1/audio/speech`` (pcm, ``stream_format: audio``) with one sentence; time
@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--full-size", action="store_true", help="full-size random weights (GPU runs)")
-    ap.add_argument("--backend", default="torch", help="engine backend (default torch: the CPU reference)")
+    ap.add_argument("--backend", default="native", help="engine backend (default native)")
     ap.add_argument("--device", default="cpu", help="engine and codec device (default cpu)")
     ap.add_argument("--mode", default="low_vram", help="performance mode (default low_vram)")
     args = ap.parse_args()

@@ -17,7 +17,7 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def tiny_settings(model_path: str, codec_path: str, **overrides: Any) -> Any:
-    """Settings serving the tiny checkpoint on CPU with the torch backend (no env)."""
+    """Settings serving the tiny checkpoint on CPU with the native engine (no env)."""
     from kanitts.config import load_settings
 
     cli = {
@@ -25,7 +25,7 @@ def tiny_settings(model_path: str, codec_path: str, **overrides: Any) -> Any:
         "default_language": "en",
         "multi_language": False,
         "codec": {"model": codec_path},
-        "engine": {"backend": "torch", "device": "cpu", "warmup": False},
+        "engine": {"backend": "native", "device": "cpu", "warmup": False},
     }
     return load_settings(cli=_merge(cli, overrides), env=False)
 

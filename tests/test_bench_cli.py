@@ -26,9 +26,9 @@ def _lines(stdout: str, prefix: str) -> list[dict]:
 
 
 def test_levels_suit_the_backend():
-    conc, rt = default_levels("torch", False)
+    conc, rt = default_levels("native", False)
     assert rt == [] and max(conc) <= 4
-    assert default_levels("torch", True)[1] == []
+    assert default_levels("unknown", True) == default_levels("native", True)  # a server that does not say
     assert max(default_levels("vllm", True)[1]) == max(LEVELS[("vllm", True)][1])
 
 
@@ -39,10 +39,10 @@ def test_url_builds_no_assets_and_reports_what_ran(live_server, tmp_path):
     assert not assets.exists()
     steps = _lines(r.stdout, "BENCH ")
     levels = next(s for s in steps if s["msg"] == "http_levels")
-    assert levels["backend"] == "torch" and levels["levels"] == default_levels("torch", False)[0]
+    assert levels["backend"] == "native" and levels["levels"] == default_levels("native", False)[0]
     assert any(s["msg"] == "http_load_start" and "eta_s" in s for s in steps)
     (result,) = _lines(r.stdout, "RESULT ")
-    assert result["backend"] == "torch" and result["mode"] == "unknown"
+    assert result["backend"] == "native" and result["mode"] == "unknown"
     assert "error" not in result and set(result["loads"]) == {str(c) for c in levels["levels"]}
 
 

@@ -25,9 +25,12 @@ def test_explicit_values_win():
     assert admission_limit(s) == 3 and codec_pool_size(s) == 5
 
 
-def test_torch_backend_defaults():
-    s = settings(engine={"backend": "torch"})
-    assert admission_limit(s) == 64 and codec_pool_size(s) == 64
+def test_native_capacity_follows_max_num_seqs_and_the_retired_torch_name_sizes_like_it():
+    s = settings(engine={"backend": "native", "mode": "balanced"}, multi_language=False)
+    assert admission_limit(s) == 64 and codec_pool_size(s) == 64  # the balanced preset's 64 slots
+    old = settings(engine={"backend": "torch", "mode": "balanced"}, multi_language=False)
+    assert old.engine.backend == "native"
+    assert admission_limit(old) == 64 and codec_pool_size(old) == 64
 
 
 async def test_codec_device_setting(tiny_model, tiny_codec):

@@ -55,7 +55,7 @@ def test_port_in_use_is_one_line_and_never_says_listening(tiny_model, tiny_codec
         held.bind(("127.0.0.1", 0))
         held.listen()
         port = held.getsockname()[1]
-        r = run("serve", "--model", tiny_model, "--codec", tiny_codec, "--backend", "torch", "--port", str(port))
+        r = run("serve", "--model", tiny_model, "--codec", tiny_codec, "--backend", "native", "--port", str(port))
     assert r.returncode == 1
     out = r.stderr + r.stdout
     assert _errors(r.stderr) == [line for line in out.splitlines() if line.strip()], out
@@ -132,15 +132,16 @@ def test_unknown_language_flag_is_about_the_flag(tmp_path):
 
 # ---------------------------------------------------------------- 12 + 16: ignored options, -o -
 def test_say_to_stdout_warns_about_options_the_backend_ignores(tiny_model, tiny_codec):
-    r = run("say", "Hello there.", "-o", "-", "--model", tiny_model, "--codec", tiny_codec, "--backend", "torch",
-            "--mode", "fp8", "--max-num-seqs", "8", "--seed", "1", "--max-tokens", "24", text=False)
+    r = run("say", "Hello there.", "-o", "-", "--model", tiny_model, "--codec", tiny_codec, "--backend", "native",
+            "--gpu-memory-utilization", "0.5", "--kv-cache-memory-bytes", "1000000", "--seed", "1",
+            "--max-tokens", "24", text=False)
     stderr = r.stderr.decode()
     assert r.returncode == 0, stderr
     assert r.stdout[:4] == b"RIFF" and r.stdout[8:12] == b"WAVE" and len(r.stdout) > 44
     warnings = [line for line in stderr.splitlines() if "ignores" in line]
     assert len(warnings) == 1, stderr
-    assert "torch backend" in warnings[0] and "engine.mode = 'fp8'" in warnings[0]
-    assert "engine.max_num_seqs = 8" in warnings[0]
+    assert "native backend" in warnings[0] and "engine.gpu_memory_utilization = 0.5" in warnings[0]
+    assert "engine.kv_cache_memory_bytes = 1000000" in warnings[0]
     assert "stdout:" in stderr
     # piped: no progress bar
     assert "say:" not in stderr and "\r" not in stderr

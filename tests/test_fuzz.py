@@ -164,7 +164,7 @@ def check_audio(fmt: str, data: bytes) -> None:
 
 
 #: Known bugs outside this suite's scope may be counted instead of failing, for big recorded runs:
-#: KANITTS_FUZZ_TOLERATE=tiny_temperature (torch backend: 0 < temperature < ~1e-38 gives NaN probs).
+#: KANITTS_FUZZ_TOLERATE=tiny_temperature (the retired torch backend: 0 < temperature < ~1e-38 gave NaN probs).
 TOLERATE = set(filter(None, os.environ.get("KANITTS_FUZZ_TOLERATE", "").split(",")))
 
 

@@ -198,21 +198,17 @@ def test_language_tags_are_picked_from_the_models_list():
     assert t.language_tags_from_config({}) is None
 
 
-async def test_v1_only_backends_refuse_a_kanitts2_model_and_speaker_embeddings(k2_model, tiny_model, monkeypatch):
+async def test_vllm_refuses_a_kanitts2_model_and_a_v1_model_speaker_embeddings(k2_model, tiny_model, monkeypatch):
     from kanitts.engine import vllm_backend
-    from kanitts.engine.torch_backend import TorchBackend
     from kanitts.engine.vllm_backend import VllmBackend
 
     monkeypatch.setattr(vllm_backend, "import_vllm", lambda: None)  # the check comes before any engine
     with pytest.raises(ModelLoadError, match="v1"):
         await VllmBackend(k2_model, warmup=False).start()
-    with pytest.raises(ModelLoadError, match="v1"):
-        await TorchBackend(k2_model, device="cpu").start()
     voiced = SamplingParams(max_tokens=4, speaker_embedding=unit(0))
     with pytest.raises(ValueError, match="speaker embedding"):
         VllmBackend(tiny_model, warmup=False).stream(PROMPT, voiced)
-    tb = TorchBackend(tiny_model, device="cpu")
-    await tb.start()
+    tb = await started(tiny_model)  # the native engine with a v1 model: the same refusal
     try:
         with pytest.raises(ValueError, match="speaker embedding"):
             await run(tb, voiced)

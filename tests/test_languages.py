@@ -28,7 +28,7 @@ model = "{es_model}"
 model = "{codec}"
 
 [engine]
-backend = "torch"
+backend = "native"
 device = "cpu"
 """)
     return str(p)

@@ -220,3 +220,63 @@ async def test_hand_overs_start_one_frame_at_a_time_then_grow_to_the_cap(tiny_mo
     assert all(s == 32 for s in sizes[6:-1]) and sum(sizes) == 200
     assert {len(g) for g in plain[:-1]} == {4}
     assert [t for g in groups for t in g] == [t for g in plain for t in g]
+
+
+# ------------------------------------------------- moved from the retired torch backend's tests
+async def test_without_forced_opening_the_model_generates_it(tiny_model):
+    b = await started(tiny_model, force_opening=False)
+    try:
+        toks = await run(b, SamplingParams(max_tokens=10, seed=0))
+    finally:
+        await b.close()
+    assert toks[:2] == [p.START_OF_AI, p.START_OF_SPEECH] or toks[0] == p.START_OF_SPEECH
+    assert p.FrameParser().feed(toks) is not None
+
+
+async def test_unconstrained_random_model_is_rejected_not_misdecoded(backend):
+    toks = await run(backend, SamplingParams(max_tokens=40, seed=0, constrained=False, temperature=1.0))
+    with pytest.raises(p.MalformedStreamError):
+        p.FrameParser().feed(toks)
+
+
+async def test_max_and_min_tokens(backend):
+    toks = await run(backend, SamplingParams(max_tokens=30, min_tokens=30, seed=3))
+    assert len(toks) == 30
+    assert not any(t in p.STOP_TOKEN_IDS for t in toks)
+
+
+@pytest.mark.parametrize("how", ["close_the_stream", "cancel_the_consumer_task"])
+async def test_closing_the_stream_or_cancelling_its_consumer_aborts_generation(tiny_model, how):
+    b = await started(tiny_model, max_model_len=2048)
+    long = SamplingParams(max_tokens=4000, min_tokens=4000, seed=1)  # cannot end before it is aborted
+    try:
+        sched = b.scheduler
+        assert sched is not None
+        if how == "close_the_stream":
+            gen = b.stream(PROMPT, long)
+            got = 0
+            async for ids in gen:
+                got += len(ids)
+                if got >= 8:
+                    break
+            await gen.aclose()
+        else:
+            first = asyncio.Event()
+
+            async def consume():
+                async for _ in b.stream(PROMPT, long.with_(seed=2)):
+                    first.set()
+
+            task = asyncio.create_task(consume())
+            await first.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await wait_for(lambda: sched.active == 0, "the aborted request's slot to be freed")
+        produced = b.stats.tokens_generated
+        assert sched.pool.free_count == sched.pool.size  # nothing more is generated
+        assert b.stats.tokens_generated == produced < 2000
+        assert b.stats.active_requests == 0
+        assert b.stats.requests_aborted >= 1
+    finally:
+        await b.close()

@@ -1,6 +1,9 @@
-"""``--backend native`` end to end through HTTP on the tiny checkpoint (CPU), and ``auto``."""
+"""``--backend native`` end to end through HTTP on the tiny checkpoint (CPU), ``auto``, and the
+retired ``torch`` name."""
 
 from __future__ import annotations
+
+import logging
 
 import httpx
 import numpy as np
@@ -20,7 +23,8 @@ BODY = {"input": "Hello there.", "max_tokens": 202, "min_tokens": 202, "seed": 1
 def test_auto_resolves_to_native_except_for_vllm_only_features(tiny_model, tiny_codec):
     from _liveserver import tiny_settings
 
-    from kanitts.models import backend_kind, build_backend
+    from kanitts.engine.factory import backend_kind
+    from kanitts.models import build_backend
 
     s = tiny_settings(tiny_model, tiny_codec, engine={"backend": "auto"})
     assert backend_kind(s) == "native"
@@ -30,6 +34,23 @@ def test_auto_resolves_to_native_except_for_vllm_only_features(tiny_model, tiny_
     eager = build_backend(tiny_settings(tiny_model, tiny_codec, engine={"backend": "native", "enforce_eager": True,
                                                                          "max_num_seqs": 9}), tiny_model)
     assert eager.cuda_graphs is False and eager.max_num_seqs == 9
+
+
+def test_the_retired_torch_backend_name_means_native_with_one_warning(tiny_model, tiny_codec, caplog):
+    from _liveserver import tiny_settings
+
+    from kanitts.cli import build_parser
+    from kanitts.engine import BACKEND_NAMES, DEPRECATED_BACKENDS
+    from kanitts.engine.factory import HONOURED_ENGINE_OPTIONS, backend_kind
+
+    assert DEPRECATED_BACKENDS == {"torch": "native"} and "torch" not in BACKEND_NAMES
+    assert set(HONOURED_ENGINE_OPTIONS) == {"native", "vllm"}
+    with caplog.at_level(logging.WARNING, logger="kanitts"):
+        s = tiny_settings(tiny_model, tiny_codec, engine={"backend": "torch"})
+    assert s.engine.backend == "native" and backend_kind(s) == "native"
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "deprecated" in warning and "'native'" in warning
+    assert build_parser().parse_args(["serve", "--backend", "torch"]).backend == "torch"  # old scripts still parse
 
 
 def test_serve_backend_native_speaks_over_http(tiny_model, tiny_codec):

@@ -6,6 +6,7 @@ import types
 
 import pytest
 import torch
+from _reference_sampler import SpeechConstraint, sample_next
 
 from kanitts import tokens as p
 from kanitts.engine.base import SamplingParams
@@ -13,7 +14,6 @@ from kanitts.engine.native.graphs import bucket_sizes, length_buckets, pick_buck
 from kanitts.engine.native.sampler import HEAD_HI, HEAD_LO, Sampler
 from kanitts.engine.native.slots import SlotParams, SlotPool
 from kanitts.engine.native.spec import Lfm2Spec
-from kanitts.engine.torch_backend import sample_next
 
 V = p.MODEL_VOCAB_SIZE
 
@@ -70,7 +70,7 @@ LASTS = [p.END_OF_HUMAN, p.START_OF_AI, p.START_OF_SPEECH, p.audio_token(0, 7), 
 
 
 @pytest.mark.parametrize("allow_stop", [True, False])
-def test_greedy_restricted_sampling_equals_the_torch_backend(allow_stop):
+def test_greedy_restricted_sampling_equals_the_reference_sampler(allow_stop):
     """Same logits, same history: the codebook-only sampler picks what ``sample_next`` (over
     the whole vocabulary with the speech constraint) picks, repetition penalty included."""
     g = torch.Generator().manual_seed(0)
@@ -90,7 +90,7 @@ def test_greedy_restricted_sampling_equals_the_torch_backend(allow_stop):
     pool.tok.copy_(torch.tensor(LASTS))
     got = Sampler(model, pool).sample(torch.zeros(R, 4), torch.arange(R), False).tolist()
     for r, last in enumerate(LASTS):
-        cons = p.SpeechConstraint.for_prompt([last])
+        cons = SpeechConstraint.for_prompt([last])
         if last >= p.AUDIO_TOKEN_START:
             cons.state, cons.position = cons.SPEECH, ((last - p.AUDIO_TOKEN_START) // p.CODEBOOK_SIZE + 1) % 4
         want = sample_next(logits[r], sp, torch.tensor(history[r]), cons, allow_stop, None)

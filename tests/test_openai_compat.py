@@ -255,7 +255,7 @@ def test_serve_refuses_a_public_bind_without_keys(tiny_model, tiny_codec):
     from _liveserver import free_port
 
     cmd = [sys.executable, "-m", "kanitts.cli", "serve", "--model", tiny_model, "--codec", tiny_codec,
-           "--backend", "torch", "--device", "cpu", "--host", "0.0.0.0", "--port", str(free_port())]
+           "--backend", "native", "--device", "cpu", "--host", "0.0.0.0", "--port", str(free_port())]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_env_without_keys())
     assert proc.returncode != 0
     assert "refusing to listen on 0.0.0.0 without API keys" in proc.stderr and "--insecure" in proc.stderr
@@ -368,7 +368,7 @@ def test_seed_gives_identical_bytes_over_http_and_in_say(live_server, tiny_model
     assert streamed[0] == streamed[1] == plain[0][44:]  # the same samples, streamed
     out = tmp_path / "say.wav"
     proc = subprocess.run([sys.executable, "-m", "kanitts.cli", "say", "Hello world.", "-o", str(out), "--seed", "5",
-                           "--max-tokens", "42", "--model", tiny_model, "--codec", tiny_codec, "--backend", "torch",
+                           "--max-tokens", "42", "--model", tiny_model, "--codec", tiny_codec, "--backend", "native",
                            "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes() == plain[0]

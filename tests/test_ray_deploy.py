@@ -55,7 +55,7 @@ default_voice = "andrew"
 [codec]
 model = "{tiny_dir / 'codec.nemo'}"
 [engine]
-backend = "torch"
+backend = "native"
 device = "cpu"
 """
     )

@@ -1,7 +1,7 @@
 """Data-parallel engine replicas (ReplicaPool): load sharing, abort, a killed replica, HTTP.
 
-Two CPU replica processes of the PyTorch backend on the tiny checkpoint, started once
-for the module (spawning a replica imports torch + transformers: a few seconds each).
+Two CPU replica processes of the native engine on the tiny checkpoint, started once
+for the module (spawning a replica imports torch: a few seconds each).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def tiny_settings(tiny_dir, **engine):
             "multi_language": False,
             "languages": {"en": {"model": str(tiny_dir / "model"), "default_voice": "andrew"}},
             "codec": {"model": str(tiny_dir / "codec.nemo")},
-            "engine": {"backend": "torch", "device": "cpu", "warmup": False, **engine},
+            "engine": {"backend": "native", "device": "cpu", "warmup": False, **engine},
         },
         env=False,
     )

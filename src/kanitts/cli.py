@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from kanitts import __version__
 from kanitts.audio import FORMATS, MAX_SPEED, MIN_SPEED, format_for_suffix
-from kanitts.engine import BACKEND_NAMES
+from kanitts.engine import BACKEND_NAMES, DEPRECATED_BACKENDS
 from kanitts.engine.modes import MODE_NAMES
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def _config_default(key: str) -> str:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    backends = list(BACKEND_NAMES)
+    backends = [*BACKEND_NAMES, *DEPRECATED_BACKENDS]
     p.add_argument("--config", metavar="FILE",
                    help="TOML config file; relative paths in it are relative to its folder "
                         "(default: $KANITTS_CONFIG, else none)")
@@ -55,10 +55,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         f"as the default ({_config_default('default_language')})")
     p.add_argument("--backend", choices=backends,
                    help="generation backend; auto = the native engine, vLLM for quantized modes and "
-                        f"tensor parallel ({_config_default('engine.backend')})")
+                        "tensor parallel; "
+                        + "; ".join(f"{old} = deprecated alias of {new}" for old, new in DEPRECATED_BACKENDS.items())
+                        + f" ({_config_default('engine.backend')})")
     p.add_argument("--device", help=f"auto | cpu | cuda | cuda:N | mps ({_config_default('engine.device')})")
     p.add_argument("--mode", choices=list(MODE_NAMES),
-                   help="performance mode: engine sizes for native and vLLM; the PyTorch backend ignores it "
+                   help="performance mode: engine sizes for native and vLLM "
                         f"({_config_default('engine.mode')})")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: off)")
 
@@ -317,7 +319,7 @@ def _say(args: argparse.Namespace) -> int:
     check_start(settings)
 
     # The flags are checked above and by argparse; --seed keeps the CLI's range (any int,
-    # as the PyTorch backend takes), so the schema's HTTP bounds are not applied here.
+    # as the engines take), so the schema's HTTP bounds are not applied here.
     request = SpeechRequest.model_construct(input=text, voice=args.voice, seed=args.seed,
                                             response_format=fmt, speed=args.speed)
     return asyncio.run(_say_async(settings, request, out))

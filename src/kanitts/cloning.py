@@ -47,7 +47,7 @@ def build_voice_cloning(settings: Settings, dim: int) -> VoiceCloning:
     """Load the speaker encoder (``voices.speaker_encoder`` on ``voices.device``), open the
     store in ``voices.directory`` for ``dim``-sized embeddings and pre-load
     ``voices.preload``. Raises ModelLoadError (one line) when any of it fails."""
-    from kanitts.engine.torch_backend import pick_device
+    from kanitts.engine.device import pick_device
 
     v = settings.voices
     device = pick_device(settings.engine.device if v.device == "auto" else v.device)

@@ -5,6 +5,7 @@ each key's type, bounds and default. Loading, precedence and error reporting liv
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -13,7 +14,7 @@ from pydantic_settings import NoDecode
 
 from kanitts.audio.encoders import AudioFormat
 from kanitts.audio.resample import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from kanitts.engine import BACKEND_NAMES
+from kanitts.engine import BACKEND_NAMES, DEPRECATED_BACKENDS
 from kanitts.engine.base import DEFAULT_SAMPLING
 from kanitts.engine.modes import DEFAULT_MODE, MODE_NAMES
 from kanitts.text.incremental import DEFAULT_MAX_CHARS, DEFAULT_MIN_CHARS
@@ -22,6 +23,8 @@ from kanitts.tokens import PromptTemplate
 DEFAULT_CODEC = "nvidia/nemo-nano-codec-22khz-0.6kbps-12.5fps"
 
 ResponseFormat = AudioFormat  # the audio layer's list of formats
+
+logger = logging.getLogger(__name__)
 
 
 class _Section(BaseModel):
@@ -50,8 +53,7 @@ class CodecSettings(_Section):
     #: Frames per later chunk: larger, for throughput.
     chunk_frames: int = Field(8, ge=1, le=64)
     #: Streams decoded together in one batched codec step (the codec's slot pool). Unset:
-    #: the engines' max_num_seqs summed over the loaded languages with vLLM (capped at 256),
-    #: 64 with the PyTorch backend.
+    #: the engines' max_num_seqs summed over the loaded languages and replicas (capped at 256).
     max_streams: int | None = Field(None, ge=1, le=1024)
     #: Where the codec runs: ``auto`` follows ``engine.device``; ``cpu`` keeps the server
     #: process off the GPU (no second CUDA context: the smallest GPU footprint).
@@ -112,7 +114,8 @@ class TextConfig(_Section):
 
 class EngineConfig(_Section):
     #: ``auto`` = the native engine (any device; the only one serving KaniTTS-2); ``vllm`` for
-    #: what only vLLM offers (fp8, bnb_4bit, tensor parallel); ``torch`` = transformers (reference path).
+    #: what only vLLM offers (fp8, bnb_4bit, tensor parallel). A retired name (``torch``) is read
+    #: as its replacement (:data:`kanitts.engine.DEPRECATED_BACKENDS`) with one warning.
     backend: Literal[BACKEND_NAMES] = "auto"  # type: ignore[valid-type]
     #: A preset of :data:`kanitts.engine.modes.MODES`.
     mode: Literal[MODE_NAMES] = DEFAULT_MODE  # type: ignore[valid-type]
@@ -137,6 +140,15 @@ class EngineConfig(_Section):
     gpus: Annotated[list[int] | None, NoDecode] = None
     #: Warm the engine with sampled requests before reporting ready.
     warmup: bool = True
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _retired_backend(cls, v: Any) -> Any:
+        if isinstance(v, str) and v in DEPRECATED_BACKENDS:
+            logger.warning("engine.backend = %r (--backend %s) is deprecated: it now means %r; set that instead",
+                           v, v, DEPRECATED_BACKENDS[v])
+            return DEPRECATED_BACKENDS[v]
+        return v
 
     @field_validator("gpus", mode="before")
     @classmethod
@@ -174,7 +186,7 @@ class ServerConfig(_Section):
     #: Largest accepted request body, in bytes.
     max_body_bytes: int = Field(1_000_000, ge=1024)
     #: Syntheses running at once; more wait in the queue. Unset: what the engines can batch
-    #: (max_num_seqs summed over languages and replicas) with vLLM, 64 with PyTorch.
+    #: (max_num_seqs summed over languages and replicas).
     max_concurrent: int | None = Field(None, ge=1)
     #: Syntheses allowed to wait; beyond it requests get 429 with Retry-After.
     max_queue: int = Field(256, ge=0)

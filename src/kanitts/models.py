@@ -10,7 +10,7 @@ from typing import Any
 
 from kanitts.config import LanguageConfig, Settings
 from kanitts.engine.base import GenerationBackend
-from kanitts.engine.factory import backend_kind, build_local_backend
+from kanitts.engine.factory import build_local_backend
 from kanitts.engine.replicas import ReplicaPool
 from kanitts.hub import ModelLoadError, resolve_model_dir
 from kanitts.tokens import (
@@ -126,10 +126,7 @@ def read_kanitts2(model_dir: str) -> tuple[int | None, list[str] | None]:
 
 def engine_capacity(settings: Settings) -> int:
     """Streams the engines can generate at once: max_num_seqs (the mode's, or the override)
-    summed over the loaded languages and replicas for the native and vLLM engines; 64 for the
-    PyTorch backend (it round-robins any number)."""
-    if backend_kind(settings) == "torch":
-        return 64
+    summed over the loaded languages and replicas."""
     from kanitts.engine.modes import engine_args_for
 
     per_engine = engine_args_for(settings.engine.mode, "", settings.engine.vllm_overrides()).get("max_num_seqs", 64)

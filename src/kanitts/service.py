@@ -93,15 +93,11 @@ class TTSService:
     async def _load_codec(self) -> None:
         from kanitts.codec import CodecWorker, NanoCodec
 
-        from kanitts.engine.torch_backend import pick_device
-
-        import torch
+        from kanitts.engine.device import pick_device, pick_dtype
 
         c = self.settings.codec
         device = pick_device(self.settings.engine.device if c.device == "auto" else c.device)
-        dtype = getattr(torch, c.dtype) if c.dtype != "auto" else (
-            torch.bfloat16 if device.type == "cuda" else torch.float32
-        )
+        dtype = pick_dtype(c.dtype, device)
         self.codec = await asyncio.to_thread(NanoCodec.from_pretrained, c.model, device=str(device), dtype=dtype)
         self.codec_worker = CodecWorker(
             self.codec,

@@ -30,12 +30,10 @@ def serve_subprocess(model: Path, codec: Path, mode: str, port: int, extra: Sequ
                      backend: str = "vllm") -> Iterator[str]:
     """Run ``kanitts serve`` (``extra``: more CLI flags, ``env``: more environment) and yield
     its base URL once /ready says so; terminated (killed after 30 s) on exit. Output goes to
-    ``log_path`` (appended) or a temporary file. ``mode`` is passed to every backend but torch.
+    ``log_path`` (appended) or a temporary file. ``mode`` is passed as ``--mode``.
     Raises RuntimeError with the server's last output lines if it exits early, TimeoutError."""
     cmd = [sys.executable, "-m", "kanitts.cli", "serve", "--model", str(model), "--codec", str(codec),
-           "--backend", backend, "--port", str(port), *extra]
-    if backend != "torch":  # the PyTorch backend has no modes
-        cmd += ["--mode", mode]
+           "--backend", backend, "--mode", mode, "--port", str(port), *extra]
     with contextlib.ExitStack() as stack:
         if log_path:
             log = stack.enter_context(open(log_path, "a+"))  # noqa: SIM115

@@ -1,6 +1,6 @@
 """The generation-backend contract: prompt ids in, an async stream of new token ids out.
 
-The PyTorch and vLLM backends both implement :class:`GenerationBackend`, so synthesis,
+The native and vLLM backends both implement :class:`GenerationBackend`, so synthesis,
 the server and the benchmarks never care which one runs.
 """
 

@@ -1,4 +1,4 @@
-"""Build the generation backend of one engine process (native, vLLM or PyTorch) from settings.
+"""Build the generation backend of one engine process (native or vLLM) from settings.
 
 This is the engine layer's own factory: a replica process
 (:mod:`kanitts.engine.replica_worker`) calls :func:`build_local_backend` to build the one
@@ -16,7 +16,7 @@ from kanitts.engine.base import GenerationBackend
 #: engine.* options each backend honours (the others it ignores; start-up warns about any set
 #: away from its default, :func:`kanitts.preflight.ignored_engine_options`). vLLM takes its
 #: dtype from the mode preset; the native engine takes the mode's sizes but allocates its own
-#: memory and has no quantization or tensor parallelism; PyTorch has no modes or warm-up batch.
+#: memory and has no quantization or tensor parallelism.
 HONOURED_ENGINE_OPTIONS: dict[str, frozenset[str]] = {
     "vllm": frozenset({
         "mode", "device", "gpu_memory_utilization", "kv_cache_memory_bytes", "max_model_len",
@@ -27,13 +27,14 @@ HONOURED_ENGINE_OPTIONS: dict[str, frozenset[str]] = {
         "mode", "device", "dtype", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
         "enforce_eager", "stream_interval", "data_parallel_size", "gpus", "warmup",
     }),
-    "torch": frozenset({"device", "dtype", "data_parallel_size", "gpus"}),
 }
 
 
 def backend_kind(settings: Settings) -> str:
-    """``native``, ``vllm`` or ``torch``: what ``engine.backend`` resolves to. ``auto`` is the
-    native engine, except for what only vLLM offers (quantized modes, tensor parallel)."""
+    """``native`` or ``vllm``: what ``engine.backend`` resolves to. ``auto`` is the native
+    engine, except for what only vLLM offers (quantized modes, tensor parallel). Retired
+    names (:data:`kanitts.engine.DEPRECATED_BACKENDS`) never get here: loading the settings
+    maps them."""
     kind = settings.engine.backend
     if kind == "auto":
         from kanitts.engine.modes import engine_args_for
@@ -58,21 +59,18 @@ def build_local_backend(settings: Settings, model_path: str, *, share: float = 1
             if "kv_cache_memory_bytes" in args and settings.engine.kv_cache_memory_bytes is None:
                 args["kv_cache_memory_bytes"] = int(args["kv_cache_memory_bytes"] * share)
         return VllmBackend(model_path, args, warmup=settings.engine.warmup)
-    if kind == "native":
-        from kanitts.engine.modes import engine_args_for
-        from kanitts.engine.native.backend import NativeBackend
-        from kanitts.tokens import NUM_CODEBOOKS
+    # native: the only other kind
+    from kanitts.engine.modes import engine_args_for
+    from kanitts.engine.native.backend import NativeBackend
+    from kanitts.tokens import NUM_CODEBOOKS
 
-        args = engine_args_for(settings.engine.mode, model_path, settings.engine.vllm_overrides())
-        return NativeBackend(
-            model_path, device=settings.engine.device, dtype=settings.engine.dtype,
-            max_num_seqs=int(args["max_num_seqs"]), max_model_len=int(args["max_model_len"]),
-            max_prefill_tokens=int(args.get("max_num_batched_tokens", args["max_model_len"])),
-            stream_interval=int(args.get("stream_interval", 4)),
-            # groups grow up to one codec chunk: more tokens at once would buy no latency
-            max_stream_interval=NUM_CODEBOOKS * settings.codec.chunk_frames,
-            cuda_graphs=not args.get("enforce_eager", False), warmup=settings.engine.warmup,
-        )
-    from kanitts.engine.torch_backend import TorchBackend
-
-    return TorchBackend(model_path, device=settings.engine.device, dtype=settings.engine.dtype)
+    args = engine_args_for(settings.engine.mode, model_path, settings.engine.vllm_overrides())
+    return NativeBackend(
+        model_path, device=settings.engine.device, dtype=settings.engine.dtype,
+        max_num_seqs=int(args["max_num_seqs"]), max_model_len=int(args["max_model_len"]),
+        max_prefill_tokens=int(args.get("max_num_batched_tokens", args["max_model_len"])),
+        stream_interval=int(args.get("stream_interval", 4)),
+        # groups grow up to one codec chunk: more tokens at once would buy no latency
+        max_stream_interval=NUM_CODEBOOKS * settings.codec.chunk_frames,
+        cuda_graphs=not args.get("enforce_eager", False), warmup=settings.engine.warmup,
+    )

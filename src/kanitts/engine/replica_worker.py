@@ -2,7 +2,7 @@
 
 Started with the ``spawn`` start method, so nothing (CUDA context, threads, locks) is
 inherited from the front process. It selects its GPU through ``CUDA_VISIBLE_DEVICES``
-before anything can initialise CUDA, builds the configured backend (PyTorch or vLLM) with
+before anything can initialise CUDA, builds the configured backend (native or vLLM) with
 :func:`kanitts.engine.factory.build_local_backend` and then serves requests over one duplex
 :func:`multiprocessing.Pipe` connection.
 

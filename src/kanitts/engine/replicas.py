@@ -1,6 +1,6 @@
 """Data-parallel engine replicas behind one :class:`GenerationBackend`.
 
-``ReplicaPool`` runs N copies of the configured backend (PyTorch or vLLM), each in its own
+``ReplicaPool`` runs N copies of the configured backend (native or vLLM), each in its own
 process pinned to its own GPU (``kanitts serve --gpus 0,1`` or ``data_parallel_size``), and
 streams their tokens back to the one HTTP server. To the synthesizer it is just another
 backend: ``stream(prompt_ids, params, request_id)`` yields lists of token ids and closing

@@ -30,7 +30,7 @@ from kanitts.engine.native.model import Lfm2
 from kanitts.engine.native.sampler import Sampler
 from kanitts.engine.native.scheduler import DONE, Request, Scheduler
 from kanitts.engine.native.slots import SlotParams, SlotPool
-from kanitts.engine.torch_backend import pick_device, pick_dtype
+from kanitts.engine.device import pick_device, pick_dtype
 from kanitts.tokens import with_opening
 
 logger = logging.getLogger(__name__)

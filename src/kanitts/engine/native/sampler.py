@@ -10,7 +10,7 @@ Sampling is :func:`kanitts.engine.vllm_logits.sample_candidates` (the restricted
 semantics: repetition penalty, temperature, top-p, greedy below 1e-5) with a counter-based
 RNG keyed by (request seed, tokens sampled so far), so a request's tokens do not depend on
 which other requests share the batch. The repetition penalty covers prompt + generated ids,
-as the PyTorch backend's ``sample_next`` and Hugging Face do. Stop ids are masked until a
+as Hugging Face and vLLM do. Stop ids are masked until a
 request has ``min_tokens``.
 """
 
