@@ -60,10 +60,14 @@ class DecodeStep:
     Graphs are keyed by (batch bucket, attention span): a step attends over the first
     ``span`` cache positions only, the smallest span covering every slot in use, so short
     streams do not pay for ``max_model_len``. ``sizes`` / ``spans`` override the buckets.
+    ``compile``: Inductor-fuse the step; ``dynamic`` is ``torch.compile``'s (False: one
+    specialised graph per (bucket, span); None: sizes turn symbolic after the first change,
+    a few graphs in all, shorter start-up).
     """
 
     def __init__(self, model: Lfm2, pool: SlotPool, sampler: Sampler, *, graphs: bool = False,
-                 compile: bool = False, sizes: list[int] | None = None, spans: list[int] | None = None) -> None:
+                 compile: bool = False, dynamic: bool | None = False, sizes: list[int] | None = None,
+                 spans: list[int] | None = None) -> None:
         self.model, self.pool, self.sampler = model, pool, sampler
         self.sizes = sizes or bucket_sizes(pool.size)
         self.spans = spans or length_buckets(pool.max_len)
@@ -82,7 +86,7 @@ class DecodeStep:
             for key in ("cache_size_limit", "recompile_limit"):
                 if hasattr(torch._dynamo.config, key):
                     setattr(torch._dynamo.config, key, limit)
-            self._fn = torch.compile(self._constrained_step, dynamic=False, fullgraph=True)
+            self._fn = torch.compile(self._constrained_step, dynamic=dynamic, fullgraph=True)
         self.capture_seconds = 0.0
 
     def _constrained_step(self, b: int, span: int) -> torch.Tensor:
