@@ -95,7 +95,7 @@ class DecodeStep:
     def step_eager(self, b: int, span: int, any_unconstrained: bool) -> torch.Tensor:
         """The step, uncompiled and without a graph: new tokens ``[b]`` int64."""
         p = self.pool
-        rows = torch.arange(b, device=p.device)
+        rows = p.slot_ids[:b]
         idx = p.cache_len[:b].clamp(max=p.max_len - 1)
         hidden = self.model.decode(p.cache, p.tok[:b], idx, p.rope_pos[:b], attn_len=span)
         act = p.active[:b]

@@ -88,15 +88,9 @@ class Sampler:
         # Written on the pool tensors themselves (index ops, never through a slice view, which
         # torch.compile on torch < 2.12 turns into a copy of the whole tensor, e.g. ``seen``);
         # index_put_ with a device value: a Python scalar would be a host copy (not capturable).
-        idx = rows_index(rows, tok.device)
+        idx = p.slot_ids[rows] if isinstance(rows, slice) else rows
         p.tok.index_copy_(0, idx, tok)
         p.gen.index_copy_(0, idx, p.gen[rows] + 1)
         p.seen.index_put_((idx, tok), self.true)
         return tok
 
-
-def rows_index(rows: slice | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``rows`` as an int64 index tensor (a slice ``a:b`` -> ``arange(a, b)``; no host sync)."""
-    if isinstance(rows, slice):
-        return torch.arange(rows.start or 0, rows.stop, device=device)
-    return rows
