@@ -150,3 +150,15 @@ def test_the_compiled_step_has_no_graph_break(tiny_model):
         ex = torch._dynamo.explain(step._constrained_step)(BUCKET, MAX_LEN)
     torch._dynamo.reset()
     assert (ex.graph_count, ex.graph_break_count) == (1, 0), ex.break_reasons
+
+
+def test_engine_compile_is_a_native_engine_option(tiny_model, tiny_codec):
+    from _liveserver import tiny_settings
+
+    from kanitts.models import build_backend
+    from kanitts.preflight import ignored_engine_options
+
+    s = tiny_settings(tiny_model, tiny_codec, engine={"backend": "native", "compile": True})
+    assert build_backend(s, tiny_model).compile is True
+    assert ignored_engine_options(s) == []
+    assert build_backend(tiny_settings(tiny_model, tiny_codec, engine={"backend": "native"}), tiny_model).compile is False

@@ -131,6 +131,9 @@ class EngineConfig(_Section):
     gpus: Annotated[list[int] | None, NoDecode] = None
     #: Warm the engine with sampled requests before reporting ready.
     warmup: bool = True
+    #: Native engine: fuse the whole decode step with torch.compile (Inductor) before its CUDA
+    #: graphs are captured (start-up compiles one graph per batch bucket x attention span).
+    compile: bool = False
 
     @field_validator("gpus", mode="before")
     @classmethod

@@ -25,7 +25,7 @@ HONOURED_ENGINE_OPTIONS: dict[str, frozenset[str]] = {
     }),
     "native": frozenset({
         "mode", "device", "dtype", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
-        "enforce_eager", "stream_interval", "data_parallel_size", "gpus", "warmup",
+        "enforce_eager", "stream_interval", "data_parallel_size", "gpus", "warmup", "compile",
     }),
     "torch": frozenset({"device", "dtype", "data_parallel_size", "gpus"}),
 }
@@ -69,6 +69,7 @@ def build_local_backend(settings: Settings, model_path: str, *, share: float = 1
             max_prefill_tokens=int(args.get("max_num_batched_tokens", args["max_model_len"])),
             stream_interval=int(args.get("stream_interval", 4)),
             cuda_graphs=not args.get("enforce_eager", False), warmup=settings.engine.warmup,
+            compile=settings.engine.compile,
         )
     from kanitts.engine.torch_backend import TorchBackend
 

@@ -41,9 +41,10 @@ class NativeBackend(GenerationBackend):
 
     ``max_num_seqs`` slots of ``max_model_len`` positions each are allocated at start;
     ``max_prefill_tokens`` bounds one batched prefill (padded tokens); ``stream_interval``
-    tokens are handed over at a time (4 = one codec frame); ``cuda_graphs`` / ``compile``
-    apply on CUDA only. ``force_opening`` teacher-forces ``[START_OF_AI, START_OF_SPEECH]``
-    after a prompt ending with END_OF_HUMAN (as the other backends do).
+    tokens are handed over at a time (4 = one codec frame); ``cuda_graphs`` applies on CUDA
+    only; ``compile`` fuses the decode step with Inductor (any device; a C++ compiler on
+    CPU). ``force_opening`` teacher-forces ``[START_OF_AI, START_OF_SPEECH]`` after a prompt
+    ending with END_OF_HUMAN (as the other backends do).
 
     KaniTTS-2 checkpoints are detected at load (:mod:`kanitts.engine.native.kanitts2`); then
     ``SamplingParams.speaker_embedding`` (``speaker_emb_dim`` floats) gives a request its
