@@ -132,7 +132,7 @@ class EngineConfig(_Section):
     #: Warm the engine with sampled requests before reporting ready.
     warmup: bool = True
     #: Native engine: fuse the whole decode step with torch.compile (Inductor) before its CUDA
-    #: graphs are captured (start-up compiles one graph per batch bucket x attention span).
+    #: graphs are captured (start-up compiles a few graphs: batch 1, then symbolic sizes).
     compile: bool = False
 
     @field_validator("gpus", mode="before")

@@ -103,7 +103,9 @@ class NativeBackend(GenerationBackend):
         runtime = None if kani2 is None else kani2.runtime(pool.size)
         if runtime is not None:
             model.position_rule = runtime.decode_positions
-        step = DecodeStep(model, pool, sampler, graphs=self.cuda_graphs, compile=self.compile)
+        # dynamic=None: sizes turn symbolic after the first change, so start-up compiles a few
+        # graphs (batch 1 stays specialised) instead of one per batch bucket x attention span
+        step = DecodeStep(model, pool, sampler, graphs=self.cuda_graphs, compile=self.compile, dynamic=None)
         step.capture()
         self.model, self.kani2 = model, runtime
         self.scheduler = Scheduler(model, pool, sampler, step, max_prefill_tokens=self.max_prefill_tokens,
