@@ -73,12 +73,11 @@ class DecodeStep:
         self.spans = spans or length_buckets(pool.max_len)
         self.use_graphs = graphs and model.device.type == "cuda"
         self.graphs: dict[tuple[int, int], Any] = {}
-        self.compiled = compile
         self._fn = self._constrained_step
         if compile:
             # The whole constrained step (forward, codebook head, sampling, state advance) is
-            # one Inductor graph per (bucket, span): fullgraph=True makes a graph break an
-            # error. Every state write lands on the state tensor itself (no writes through
+            # one Inductor graph (per (bucket, span) when not dynamic): fullgraph=True makes a
+            # graph break an error. Every state write lands on the state tensor itself (no writes through
             # views), so Inductor updates the cache in place instead of copying it.
             import torch._dynamo
 
