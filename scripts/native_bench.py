@@ -165,7 +165,11 @@ def step_compile(args: argparse.Namespace) -> None:
     for name, compile, dynamic in variants:
         torch._dynamo.reset()
         counters.clear()
-        step, setup = _graphed_step(model, pool, sampler, batches, spans, compile=compile, dynamic=dynamic)
+        try:
+            step, setup = _graphed_step(model, pool, sampler, batches, spans, compile=compile, dynamic=dynamic)
+        except Exception:  # noqa: BLE001 - one failed variant must not lose the others' figures
+            log.error("compile variant %s failed:\n%s", name, traceback.format_exc())
+            continue
         graphs = counters["stats"]["unique_graphs"]
         breaks = sum(counters["graph_break"].values())
         rows[name] = {}
