@@ -179,7 +179,7 @@ def step_compile(args: argparse.Namespace) -> None:
                 rows[name][b] = ms
                 emit(args, {"step": "compile", "variant": name, "batch": b, "attn_span": args.max_len,
                             "max_len": args.max_len, "slots": pool.size, "graph_ms": ms,
-                            "vs_graphed": ms / rows["graphed"][b], "tokens_per_s": b * 1e3 / ms,
+                            "vs_graphed": ms / rows["graphed"][b] if b in rows.get("graphed", {}) else None, "tokens_per_s": b * 1e3 / ms,
                             "rtf_per_stream": ms * tk.TOKENS_PER_SECOND / 1e3, "setup_s": setup,
                             "compiled_graphs": graphs, "graph_breaks": breaks, "torch": torch.__version__})
         del step
