@@ -9,10 +9,14 @@ Steps (any subset, in order):
            time to the first frame (TTFA at the engine) and the scheduler's host ms per step
   memory   the low_vram shape (4 slots x 2,048, graphs on): GPU memory itemised (nvidia-smi + torch)
   lowvram  the whole low_vram server's GPU memory (engine + codec worker, one process), itemised
-  compile  the step fused by torch.compile (Inductor) and graphed, at batch 1 and the largest batch
+  compile  the graphed step un-fused vs fused by torch.compile (Inductor: forward, head, sampling and
+           state advance in one graph), same pool, same process, every batch, span ``--max-len``:
+           ms per step, ratio, set-up seconds (compile + capture), compiled graphs, graph breaks
+           (``--compile-dynamic``: also compiled with dynamic sizes); ``engine --compile``: the
+           engine end to end with the fused step (start-up seconds, RTF)
 
 usage: python3 scripts/native_bench.py STEP... [--assets DIR] [--batches 1,64,256,512]
-       [--max-len 1024] [--tokens 500] [--json FILE]
+       [--max-len 1024] [--tokens 500] [--json FILE] [--compile] [--compile-dynamic]
 Prints one ``RESULT {json}`` line per measurement and appends them to ``--json`` (a JSON list).
 """
 
@@ -103,35 +107,84 @@ def _time_replays(fn, iters: int) -> float:
     return start.elapsed_time(end) / iters
 
 
-def step_step(args: argparse.Namespace, compile: bool = False) -> None:
+def _graphed_step(model, pool, sampler, batches: list[int], spans: list[int], compile: bool,
+                  dynamic: bool | None = False):
+    """A captured DecodeStep and its set-up seconds (compile + warm-up + capture)."""
     from kanitts.engine.native.graphs import DecodeStep
 
-    batches = [int(b) for b in args.batches.split(",")]
-    if compile:
-        batches = sorted({batches[0], batches[-1]})
-    model, pool, sampler = _pool(args, max(batches), args.max_len)
-    spans = [512, args.max_len] if not compile else [args.max_len]
     t0 = time.perf_counter()
-    step = DecodeStep(model, pool, sampler, graphs=True, compile=compile, sizes=batches, spans=spans)
+    step = DecodeStep(model, pool, sampler, graphs=True, compile=compile, dynamic=dynamic, sizes=batches,
+                      spans=spans)
     saved = pool.active.clone()
     step.capture()
     pool.active.copy_(saved)
-    setup = time.perf_counter() - t0
-    fill = 400  # cached positions per slot while timing (fits both spans)
+    return step, time.perf_counter() - t0
+
+
+def _replay_ms(pool, step, b: int, span: int, fill: int = 400) -> float:
+    """ms per replay of the (b, span) graph, ``fill`` cached positions per slot (fits every span)."""
+    pool.cache_len.fill_(fill)
+    pool.rope_pos.fill_(fill)
+    ms = _time_replays(step.graphs[(b, span)].replay, 100)
+    pool.cache_len.fill_(fill)
+    return ms
+
+
+def step_step(args: argparse.Namespace) -> None:
+    batches = [int(b) for b in args.batches.split(",")]
+    model, pool, sampler = _pool(args, max(batches), args.max_len)
+    spans = [512, args.max_len]
+    step, setup = _graphed_step(model, pool, sampler, batches, spans, compile=False)
     with torch.inference_mode():
         for b in batches:
             for span in spans:
-                pool.cache_len.fill_(fill)
-                pool.rope_pos.fill_(fill)
-                g = step.graphs[(b, span)]
-                ms = _time_replays(g.replay, 100)
-                pool.cache_len.fill_(fill)
-                eager = None if compile else _time_replays(lambda: step.step_eager(b, span, False), 20)
-                emit(args, {"step": "compile" if compile else "step", "batch": b, "attn_span": span,
+                ms = _replay_ms(pool, step, b, span)
+                eager = _time_replays(lambda: step.step_eager(b, span, False), 20)
+                emit(args, {"step": "step", "batch": b, "attn_span": span,
                             "max_len": args.max_len, "graph_ms": ms, "eager_ms": eager,
                             "tokens_per_s": b * 1e3 / ms, "rtf_per_stream": ms * tk.TOKENS_PER_SECOND / 1e3,
                             "setup_s": setup})
     del step, pool, model
+    torch.cuda.empty_cache()
+
+
+def step_compile(args: argparse.Namespace) -> None:
+    """The graphed step un-fused vs Inductor-fused (the whole step: forward, head, sampling,
+    state advance) on one pool in the same process, span ``--max-len``, every batch. Also
+    (``--compile-dynamic``) the fused step compiled with dynamic sizes (fewer compiles)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    batches = [int(b) for b in args.batches.split(",")]
+    spans = [args.max_len]
+    model, pool, sampler = _pool(args, max(batches), args.max_len)
+    variants: list[tuple[str, bool, bool | None]] = [("graphed", False, False), ("compiled", True, False)]
+    if args.compile_dynamic:
+        variants.append(("compiled_dynamic", True, None))
+    rows: dict[str, dict[int, float]] = {}
+    for name, compile, dynamic in variants:
+        torch._dynamo.reset()
+        counters.clear()
+        try:
+            step, setup = _graphed_step(model, pool, sampler, batches, spans, compile=compile, dynamic=dynamic)
+        except Exception:  # noqa: BLE001 - one failed variant must not lose the others' figures
+            log.error("compile variant %s failed:\n%s", name, traceback.format_exc())
+            continue
+        graphs = counters["stats"]["unique_graphs"]
+        breaks = sum(counters["graph_break"].values())
+        rows[name] = {}
+        with torch.inference_mode():
+            for b in batches:
+                ms = _replay_ms(pool, step, b, args.max_len)
+                rows[name][b] = ms
+                emit(args, {"step": "compile", "variant": name, "batch": b, "attn_span": args.max_len,
+                            "max_len": args.max_len, "slots": pool.size, "graph_ms": ms,
+                            "vs_graphed": ms / rows["graphed"][b] if b in rows.get("graphed", {}) else None, "tokens_per_s": b * 1e3 / ms,
+                            "rtf_per_stream": ms * tk.TOKENS_PER_SECOND / 1e3, "setup_s": setup,
+                            "compiled_graphs": graphs, "graph_breaks": breaks, "torch": torch.__version__})
+        del step
+        torch.cuda.empty_cache()
+    del pool, model
     torch.cuda.empty_cache()
 
 
@@ -143,12 +196,14 @@ async def _engine(args: argparse.Namespace) -> None:
     slots = max(batches)
     t0 = time.perf_counter()
     backend = NativeBackend(model_dir(args), device=args.device, dtype=args.dtype, max_num_seqs=slots,
-                            max_model_len=args.max_len, max_prefill_tokens=16384, warmup=True)
+                            max_model_len=args.max_len, max_prefill_tokens=16384, warmup=True,
+                            compile=args.compile)
     await backend.start()
     startup = time.perf_counter() - t0
     sched = backend.scheduler
     assert sched is not None
-    emit(args, {"step": "engine_start", "slots": slots, "max_len": args.max_len, "startup_s": startup,
+    emit(args, {"step": "engine_start", "compile": args.compile, "slots": slots, "max_len": args.max_len,
+                "startup_s": startup,
                 "graphs": len(backend.scheduler.step.graphs), "capture_s": sched.step.capture_seconds,
                 "torch_reserved_mib": torch.cuda.memory_reserved() / 2**20, "smi_used_mib": smi_used_mib()})
     n_tok = args.tokens
@@ -174,7 +229,7 @@ async def _engine(args: argparse.Namespace) -> None:
             assert all(r[2] == n_tok for r in res)
             steps = sched.stats.steps - steps0
             audio_s = n_tok / tk.TOKENS_PER_SECOND
-            emit(args, {"step": "engine", "streams": n, "tokens": n_tok, "wall_s": wall,
+            emit(args, {"step": "engine", "compile": args.compile, "streams": n, "tokens": n_tok, "wall_s": wall,
                         "tokens_per_s": n * n_tok / wall, "rtf_p50": statistics.median(ends) / audio_s,
                         "rtf_worst": ends[-1] / audio_s, "ttfa_p50_ms": statistics.median(firsts) * 1e3,
                         "ttfa_max_ms": firsts[-1] * 1e3, "steps": steps, "ms_per_step": wall * 1e3 / max(1, steps),
@@ -314,6 +369,9 @@ def main() -> None:
     ap.add_argument("--json", default="")
     ap.add_argument("--device", default="cuda", help="engine step only (cpu: a smoke test)")
     ap.add_argument("--dtype", default="bfloat16", help="engine step only")
+    ap.add_argument("--compile", action="store_true", help="engine step: the Inductor-fused decode step")
+    ap.add_argument("--compile-dynamic", action="store_true",
+                    help="compile step: also the fused step compiled with dynamic sizes")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if torch.cuda.is_available():
@@ -322,7 +380,7 @@ def main() -> None:
         t0 = time.perf_counter()
         try:
             {"assets": step_assets, "step": step_step, "engine": step_engine, "memory": step_memory,
-             "lowvram": step_lowvram, "compile": lambda a: step_step(a, compile=True)}[name](args)
+             "lowvram": step_lowvram, "compile": step_compile}[name](args)
         except Exception:  # noqa: BLE001 - one failed step must not lose the others' figures
             log.error("step %s failed:\n%s", name, traceback.format_exc())
         log.info("step %s took %.1f s", name, time.perf_counter() - t0)

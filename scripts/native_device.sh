@@ -27,7 +27,8 @@ for s in ${@:-gputest lean engine http lowvram k2}; do
     step) timeout ${T_STEP:-120} python3 scripts/native_bench.py step --assets $A --json "$J" 2>&1 | tee -a "$OUT/steps.log" | grep -E "$F" ;;
     memory) timeout ${T_MEM:-90} python3 scripts/native_bench.py memory --assets $A --json "$J" 2>&1 | tee -a "$OUT/steps.log" | grep -E "$F" ;;
     lowvram) timeout ${T_LOWVRAM:-150} python3 scripts/native_bench.py lowvram --assets $A --tokens 200 --json "$J" 2>&1 | tee -a "$OUT/steps.log" | grep -E "$F" ;;
-    compile) timeout ${T_COMPILE:-200} python3 scripts/native_bench.py compile --assets $A --json "$J" 2>&1 | tee -a "$OUT/steps.log" | grep -E "$F" ;;
+    compile) timeout ${T_COMPILE:-450} python3 scripts/native_bench.py compile --assets $A --batches ${BATCHES:-1,64,256,1024} ${COMPILE_ARGS:-} --json "$J" 2>&1 | tee -a "$OUT/steps.log" | grep -E "$F" ;;
+    enginec) timeout ${T_ENGINEC:-300} python3 scripts/native_bench.py engine --compile --assets $A --batches ${ENGINEC_BATCHES:-1} --json "$J" 2>&1 | tee -a "$OUT/steps.log" | grep -E "$F" ;;
     http) timeout ${T_HTTP:-180} python3 -m kanitts.bench --backend native --mode high_performance \
             --model $A/model --codec $A/codec.nemo --engine-args '{"max_num_seqs": 1024}' \
             --concurrency ${HTTP_LEVELS:-1,16,256,1000} --realtime-levels "" --tokens 500 \

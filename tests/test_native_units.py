@@ -135,3 +135,31 @@ def test_the_engine_imports_without_server_or_transformers_packages():
             "import kanitts.engine.native.backend, kanitts.engine.native.weights\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+
+
+def test_the_sampling_hash_is_the_plain_32_bit_murmur_finalizer():
+    """counter_uniform avoids int64 overflow and constants in [2**31, 2**32) (Inductor's C++ and
+    Triton code) but must give the bits of the plain masked formulation, for any int64 seed."""
+    from kanitts.engine.codebook_constraint import counter_uniform
+
+    m = 0xFFFFFFFF
+
+    def fmix(h):
+        h = h ^ (h >> 16)
+        h = (h * 0x85EBCA6B) & m
+        h = h ^ (h >> 13)
+        h = (h * 0xC2B2AE35) & m
+        return h ^ (h >> 16)
+
+    def plain(seed, step, n):
+        s = fmix((seed & m) ^ 0x5BD1E995)
+        base = (s * 0x9E3779B1 + (step & m) * 0x85EBCA77) & m
+        h = fmix((base[:, None] + torch.arange(n)[None, :] * 0xC2B2AE3D) & m)
+        h = fmix(h ^ s[:, None])
+        return ((h >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+
+    g = torch.Generator().manual_seed(0)
+    seed = torch.cat([torch.randint(-2**62, 2**62, (100,), generator=g),
+                      torch.tensor([0, 1, 2**31 - 1, -1, 2**32 - 1, 2**32, -2**63])])
+    step = torch.randint(0, 2**40, (seed.numel(),), generator=g)
+    assert torch.equal(counter_uniform(seed, step, 5000), plain(seed, step, 5000))

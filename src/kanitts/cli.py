@@ -87,6 +87,8 @@ def _add_engine(p: argparse.ArgumentParser, *, server: bool) -> None:
     opt("--stream-interval", "tokens per streamed engine output (4 = one codec frame)", type=int, metavar="N")
     g.add_argument("--no-warmup", dest="warmup", action="store_false", default=None,
                    help="skip the start-up warm-up batch (default: warm up; engine.warmup = true)")
+    g.add_argument("--compile", action="store_true", default=None,
+                   help="native engine: fuse the decode step with torch.compile (default: off)")
     if server:
         r = p.add_argument_group("replicas (one server, several engines)")
         r.add_argument("--data-parallel-size", type=int, metavar="N",
@@ -181,6 +183,7 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
             "enforce_eager": g("enforce_eager"),
             "stream_interval": g("stream_interval"),
             "warmup": g("warmup"),
+            "compile": g("compile"),
         },
         "server": {"host": g("host"), "port": g("port"), "insecure": g("insecure")},
     }

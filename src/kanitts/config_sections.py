@@ -140,6 +140,9 @@ class EngineConfig(_Section):
     gpus: Annotated[list[int] | None, NoDecode] = None
     #: Warm the engine with sampled requests before reporting ready.
     warmup: bool = True
+    #: Native engine: fuse the whole decode step with torch.compile (Inductor) before its CUDA
+    #: graphs are captured (start-up compiles a few graphs: batch 1, then symbolic sizes).
+    compile: bool = False
 
     @field_validator("backend", mode="before")
     @classmethod

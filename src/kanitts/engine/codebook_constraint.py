@@ -135,14 +135,33 @@ def gather_candidates(logits: torch.Tensor, rows: torch.Tensor, last: torch.Tens
     return cand, torch.where(valid, ids, torch.full_like(ids, -1))
 
 
-_M32 = 0xFFFFFFFF
+# The hash is 32-bit arithmetic carried in int64 without overflow and with no constant in
+# [2**31, 2**32): each multiplier is written as its negative equivalent mod 2**32 and the
+# mask as a subtraction, so every backend (eager, Inductor's C++ and Triton code, whose
+# literals in that range would be typed uint32) computes the same bits.
+_TWO32 = 1 << 32
+
+
+def _i32(c: int) -> int:
+    """A 32-bit constant as the int in [-2**31, 2**31) equal to it mod 2**32."""
+    return c - _TWO32 if c >= 1 << 31 else c
+
+
+def _lo32(x: torch.Tensor) -> torch.Tensor:
+    """``x mod 2**32`` (= ``x & 0xFFFFFFFF``) of an int64 tensor."""
+    return x - (x >> 32) * _TWO32
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """``(x * c) mod 2**32`` for ``0 <= x < 2**32`` (no int64 overflow)."""
+    return _lo32(x * _i32(c))
 
 
 def _fmix32(h: torch.Tensor) -> torch.Tensor:
     h = h ^ (h >> 16)
-    h = (h * 0x85EBCA6B) & _M32
+    h = _mul32(h, 0x85EBCA6B)
     h = h ^ (h >> 13)
-    h = (h * 0xC2B2AE35) & _M32
+    h = _mul32(h, 0xC2B2AE35)
     return h ^ (h >> 16)
 
 
@@ -152,10 +171,10 @@ def counter_uniform(seed: torch.Tensor, step: torch.Tensor, n: int) -> torch.Ten
     A counter-based hash (murmur3 finalizer), so one vectorised op serves every row with its
     own seed; the same (seed, step) always gives the same numbers whatever the batch is.
     """
-    s = _fmix32((seed.to(torch.int64) & _M32) ^ 0x5BD1E995)
-    base = (s * 0x9E3779B1 + (step.to(torch.int64) & _M32) * 0x85EBCA77) & _M32
+    s = _fmix32(_lo32(seed.to(torch.int64)) ^ 0x5BD1E995)
+    base = _lo32(_mul32(s, 0x9E3779B1) + _mul32(_lo32(step.to(torch.int64)), 0x85EBCA77))
     j = torch.arange(n, device=seed.device, dtype=torch.int64)
-    h = _fmix32((base[:, None] + j[None, :] * 0xC2B2AE3D) & _M32)
+    h = _fmix32(_lo32(base[:, None] + _mul32(j, 0xC2B2AE3D)[None, :]))
     h = _fmix32(h ^ s[:, None])
     return ((h >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
 

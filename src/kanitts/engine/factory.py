@@ -25,7 +25,7 @@ HONOURED_ENGINE_OPTIONS: dict[str, frozenset[str]] = {
     }),
     "native": frozenset({
         "mode", "device", "dtype", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
-        "enforce_eager", "stream_interval", "data_parallel_size", "gpus", "warmup",
+        "enforce_eager", "stream_interval", "data_parallel_size", "gpus", "warmup", "compile",
     }),
 }
 
@@ -73,4 +73,5 @@ def build_local_backend(settings: Settings, model_path: str, *, share: float = 1
         # groups grow up to one codec chunk: more tokens at once would buy no latency
         max_stream_interval=NUM_CODEBOOKS * settings.codec.chunk_frames,
         cuda_graphs=not args.get("enforce_eager", False), warmup=settings.engine.warmup,
+        compile=settings.engine.compile,
     )

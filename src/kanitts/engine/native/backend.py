@@ -42,9 +42,10 @@ class NativeBackend(GenerationBackend):
     ``max_num_seqs`` slots of ``max_model_len`` positions each are allocated at start;
     ``max_prefill_tokens`` bounds one batched prefill (padded tokens); ``stream_interval``
     tokens are handed over at a time (4 = one codec frame) at first, then in growing groups
-    up to ``max_stream_interval`` tokens (None: no growth); ``cuda_graphs`` / ``compile``
-    apply on CUDA only. ``force_opening`` teacher-forces ``[START_OF_AI, START_OF_SPEECH]``
-    after a prompt ending with END_OF_HUMAN (as the other backends do).
+    up to ``max_stream_interval`` tokens (None: no growth); ``cuda_graphs`` applies on CUDA
+    only; ``compile`` fuses the decode step with Inductor (any device; a C++ compiler on
+    CPU). ``force_opening`` teacher-forces ``[START_OF_AI, START_OF_SPEECH]`` after a prompt
+    ending with END_OF_HUMAN (as the other backends do).
 
     KaniTTS-2 checkpoints are detected at load (:mod:`kanitts.engine.native.kanitts2`); then
     ``SamplingParams.speaker_embedding`` (``speaker_emb_dim`` floats) gives a request its
@@ -55,7 +56,8 @@ class NativeBackend(GenerationBackend):
 
     def __init__(self, model: str, *, device: str = "auto", dtype: str = "auto", max_num_seqs: int = 64,
                  max_model_len: int = 2048, max_prefill_tokens: int = 4096, max_waiting: int = 1024,
-                 stream_interval: int = 4, max_stream_interval: int | None = None, cuda_graphs: bool = True, compile: bool = False,
+                 stream_interval: int = 4, max_stream_interval: int | None = None,
+                 cuda_graphs: bool = True, compile: bool = False,
                  force_opening: bool = True, warmup: bool = False) -> None:
         super().__init__()
         self.model_id = model
@@ -103,7 +105,9 @@ class NativeBackend(GenerationBackend):
         runtime = None if kani2 is None else kani2.runtime(pool.size)
         if runtime is not None:
             model.position_rule = runtime.decode_positions
-        step = DecodeStep(model, pool, sampler, graphs=self.cuda_graphs, compile=self.compile)
+        # dynamic=None: sizes turn symbolic after the first change, so start-up compiles a few
+        # graphs (batch 1 stays specialised) instead of one per batch bucket x attention span
+        step = DecodeStep(model, pool, sampler, graphs=self.cuda_graphs, compile=self.compile, dynamic=None)
         step.capture()
         self.model, self.kani2 = model, runtime
         self.scheduler = Scheduler(model, pool, sampler, step, max_prefill_tokens=self.max_prefill_tokens,

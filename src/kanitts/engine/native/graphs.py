@@ -3,9 +3,10 @@
 Buckets are 1, 2, 4, ... up to the pool size (the pool size itself is the last bucket).
 A step runs the smallest bucket that covers every slot in use; slots inside it that are
 not in use are computed as padding and ignored. Graphs are captured at start-up after a
-warm-up, largest bucket first, all sharing one memory pool; optionally the step is first
-fused by ``torch.compile`` (Inductor). CPU and ``graphs=False`` run the same step eagerly.
-Rows of unconstrained requests need the full head: such steps always run eagerly.
+warm-up, largest bucket first, all sharing one memory pool; optionally the whole step is first
+fused by ``torch.compile`` (Inductor, any device; a C++ compiler on the CPU). CPU and
+``graphs=False`` run the same step without graphs. Rows of unconstrained requests need the
+full head: such steps always run eagerly (uncompiled).
 """
 
 from __future__ import annotations
@@ -59,40 +60,46 @@ class DecodeStep:
     Graphs are keyed by (batch bucket, attention span): a step attends over the first
     ``span`` cache positions only, the smallest span covering every slot in use, so short
     streams do not pay for ``max_model_len``. ``sizes`` / ``spans`` override the buckets.
+    ``compile``: Inductor-fuse the step; ``dynamic`` is ``torch.compile``'s (False: one
+    specialised graph per (bucket, span); None: sizes turn symbolic after the first change,
+    a few graphs in all, shorter start-up).
     """
 
     def __init__(self, model: Lfm2, pool: SlotPool, sampler: Sampler, *, graphs: bool = False,
-                 compile: bool = False, sizes: list[int] | None = None, spans: list[int] | None = None) -> None:
+                 compile: bool = False, dynamic: bool | None = False, sizes: list[int] | None = None,
+                 spans: list[int] | None = None) -> None:
         self.model, self.pool, self.sampler = model, pool, sampler
         self.sizes = sizes or bucket_sizes(pool.size)
         self.spans = spans or length_buckets(pool.max_len)
         self.use_graphs = graphs and model.device.type == "cuda"
         self.graphs: dict[tuple[int, int], Any] = {}
-        # torch.compile fuses the model's forward (norms, RoPE, SwiGLU, residuals); the sampler
-        # stays eager inside the graph (Inductor mis-types its 32-bit hash constants).
-        self._decode = model.decode
+        self._fn = self._constrained_step
         if compile:
+            # The whole constrained step (forward, codebook head, sampling, state advance) is
+            # one Inductor graph (per (bucket, span) when not dynamic): fullgraph=True makes a
+            # graph break an error. Every state write lands on the state tensor itself (no writes through
+            # views), so Inductor updates the cache in place instead of copying it.
             import torch._dynamo
 
             limit = max(64, 2 * len(self.sizes) * len(self.spans) + 8)
             for key in ("cache_size_limit", "recompile_limit"):
                 if hasattr(torch._dynamo.config, key):
                     setattr(torch._dynamo.config, key, limit)
-            self._decode = torch.compile(model.decode, dynamic=False, fullgraph=False)
-        self._fn = self._step
+            self._fn = torch.compile(self._constrained_step, dynamic=dynamic, fullgraph=True)
         self.capture_seconds = 0.0
 
-    def _step(self, b: int, span: int) -> torch.Tensor:
+    def _constrained_step(self, b: int, span: int) -> torch.Tensor:
         return self.step_eager(b, span, False)
 
     def step_eager(self, b: int, span: int, any_unconstrained: bool) -> torch.Tensor:
-        """The step without a graph (the compiled forward when ``compile``)."""
+        """The step, uncompiled and without a graph: new tokens ``[b]`` int64."""
         p = self.pool
+        rows = p.slot_ids[:b]
         idx = p.cache_len[:b].clamp(max=p.max_len - 1)
-        hidden = self._decode(p.cache, p.tok[:b], idx, p.rope_pos[:b], attn_len=span)
+        hidden = self.model.decode(p.cache, p.tok[:b], idx, p.rope_pos[:b], attn_len=span)
         act = p.active[:b]
-        p.cache_len[:b].add_(act.to(torch.int64))
-        p.rope_pos[:b].add_(p.pos_step[:b] * act.to(torch.float32))
+        p.cache_len.index_copy_(0, rows, p.cache_len[:b] + act.to(torch.int64))
+        p.rope_pos.index_copy_(0, rows, p.rope_pos[:b] + p.pos_step[:b] * act.to(torch.float32))
         return self.sampler.sample(hidden, slice(0, b), any_unconstrained)
 
     def capture(self) -> None:

@@ -247,7 +247,7 @@ class Lfm2:
         ropes = self._rope(positions)
         ar = torch.arange(A, device=tokens.device)
         mask = (ar[None, :] <= cache_index[:, None])[:, None, None, :]  # [b, 1, 1, A]
-        flat = torch.arange(b, device=tokens.device) * T + cache_index  # rows of the [S*T] view
+        rows = torch.arange(b, device=tokens.device)
         g = sp.num_heads // sp.num_kv_heads
         for i, lw in enumerate(self.layers):
             h = rms_norm(x, lw.op_norm, sp.norm_eps)
@@ -255,8 +255,11 @@ class Lfm2:
                 cos, sin = ropes[sp.rope_scale(i)]
                 q, k, v = self._qkv(lw.attn, h, cos[:, None], sin[:, None])  # [b, heads, HD]
                 kc, vc = cache.k[i], cache.v[i]
-                kc.view(-1, sp.num_kv_heads, sp.head_dim).index_copy_(0, flat, k)
-                vc.view(-1, sp.num_kv_heads, sp.head_dim).index_copy_(0, flat, v)
+                # written on the cache tensor itself, never through a view of it: Inductor
+                # (torch < 2.12) cannot reinplace a write into a view of a graph input, and
+                # would copy the whole cache twice per layer and step
+                kc.index_put_((rows, cache_index), k)
+                vc.index_put_((rows, cache_index), v)
                 # grouped-query attention without expanding K/V: each KV head's g query heads
                 # are g "query positions" sharing one mask.
                 qg = q.view(b, sp.num_kv_heads, g, sp.head_dim)
@@ -269,9 +272,9 @@ class Lfm2:
                 bcx = F.linear(h, cw.in_proj, cw.in_bias)
                 bb, c, xx = bcx.chunk(3, dim=-1)
                 bx = bb * xx  # [b, H]
-                st = cache.conv[i][:b]
-                win = torch.cat([st, bx[:, :, None].to(st.dtype)], dim=-1)  # [b, H, K]
-                st.copy_(win[:, :, 1:])
+                st = cache.conv[i]
+                win = torch.cat([st[:b], bx[:, :, None].to(st.dtype)], dim=-1)  # [b, H, K]
+                st.index_copy_(0, rows, win[:, :, 1:])  # on the state tensor itself (as above)
                 conv = (win.float() * cw.conv[None].float()).sum(-1)  # conv1d accumulates in fp32
                 if cw.conv_bias is not None:
                     conv = conv + cw.conv_bias.float()

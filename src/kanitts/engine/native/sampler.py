@@ -85,14 +85,12 @@ class Sampler:
         tok = self.restricted(hidden, rows)
         if any_unconstrained:
             tok = torch.where(p.constrained[rows], tok, self.full(hidden, rows))
-        # index_put_ with a device value: a Python scalar would be a host copy (not capturable)
-        if isinstance(rows, slice):
-            p.tok[rows].copy_(tok)
-            p.gen[rows].add_(1)
-            n = tok.shape[0]
-            p.seen[rows].index_put_((torch.arange(n, device=tok.device), tok), self.true)
-        else:
-            p.tok.index_copy_(0, rows, tok)
-            p.gen.index_add_(0, rows, torch.ones_like(rows))
-            p.seen.index_put_((rows, tok), self.true)
+        # Written on the pool tensors themselves (index ops, never through a slice view, which
+        # torch.compile on torch < 2.12 turns into a copy of the whole tensor, e.g. ``seen``);
+        # index_put_ with a device value: a Python scalar would be a host copy (not capturable).
+        idx = p.slot_ids[rows] if isinstance(rows, slice) else rows
+        p.tok.index_copy_(0, idx, tok)
+        p.gen.index_copy_(0, idx, p.gen[rows] + 1)
+        p.seen.index_put_((idx, tok), self.true)
         return tok
+

@@ -50,7 +50,8 @@ class SlotPool:
     * sampling: ``gen [S] int64`` tokens sampled so far (also the RNG counter), ``seed``,
       ``min_tokens``, ``temperature``/``top_p``/``rep_penalty [S] float32``,
       ``constrained [S] bool``, ``stop_ids [S, MAX_STOP_IDS]`` (-1 = none) and
-      ``seen [S, V] bool`` (prompt + generated ids, for the repetition penalty).
+      ``seen [S, V] bool`` (prompt + generated ids, for the repetition penalty);
+    * ``slot_ids [S] int64``: ``0..S-1`` (index tensors for writes into a prefix of slots).
     """
 
     def __init__(self, model: Lfm2, slots: int, max_len: int) -> None:
@@ -76,6 +77,7 @@ class SlotPool:
         self.constrained = torch.ones(slots, dtype=torch.bool, device=dev)
         self.stop_ids = torch.full((slots, MAX_STOP_IDS), -1, **i64)
         self.seen = torch.zeros(slots, model.spec.vocab_size, dtype=torch.bool, device=dev)
+        self.slot_ids = torch.arange(slots, device=dev)  # constant; ``slot_ids[:b]`` indexes slots 0..b-1
         self._free = list(range(slots))
         heapq.heapify(self._free)
         self.used: set[int] = set()

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Native engine vs vLLM over HTTP in one device session, plus the native engine's own figures.
+# Runs from the repository root on the device (H200 via the `run` tool) after the vLLM bundle's
+# three install calls (../shared/device/README.md: /tmp/vllm-site ready) with .native/ carried
+# once (its wheels/ and whl/ hold the server's packages for Python 3.12; installed into
+# /tmp/extra-site, which later calls reuse). Every step is time-boxed (T_* seconds) and the whole
+# call stays under T_TOTAL. Results in $OUT (the device tool returns 8 files at most):
+#   steps.log, http.json (`kanitts bench --json`, one entry per backend), native.json
+#   (scripts/native_bench.py RESULT rows), codec.txt, log-vllm.txt, log-native.txt.
+# Usage: bash scripts/same_run_device.sh STEP...   steps: assets vllm native compile codec lowvram gputest
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+T0=$(date +%s)
+if [ -d .native/wheels ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/extra-site .native/wheels/*.whl .native/whl/*.whl 2>&1 | tail -2
+fi
+[ -f /tmp/vllm-site/env.sh ] && . /tmp/vllm-site/env.sh
+export PYTHONPATH="$PWD/src:/tmp/extra-site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PATH="/tmp/extra-site/bin:$PATH"
+A=/tmp/kanitts-native J="$OUT/native.json"
+LEVELS=${HTTP_LEVELS:-1,16,256,1000}
+left() { echo $(( ${T_TOTAL:-585} - $(date +%s) + T0 )); }
+box() { local want=$1 l; l=$(left); [ "$want" -lt "$l" ] && echo "$want" || echo $(( l > 5 ? l - 5 : 1 )); }
+log() { echo "=== $* $(date +%T) (+$(( $(date +%s) - T0 )) s)" | tee -a "$OUT/steps.log"; }
+http() {  # backend
+  timeout $(box ${T_HTTP:-420}) python3 -m kanitts.bench --backend "$1" --mode high_performance \
+    --model $A/model --codec $A/codec.nemo --engine-args '{"max_num_seqs": 1024}' \
+    --concurrency "$LEVELS" --realtime-levels "" --tokens 500 --label same-run \
+    --server-log "$OUT/log-$1.txt" --json "$OUT/http.json" 2>&1 | tee -a "$OUT/steps.log" | grep -E "BENCH|RESULT|rror" | cut -c1-400
+}
+for s in "$@"; do
+  log "$s"
+  case $s in
+    assets) timeout $(box 150) python3 scripts/native_bench.py assets --assets $A 2>&1 | tail -2 ;;
+    vllm) http vllm ;;
+    native) http native ;;
+    compile) timeout $(box ${T_COMPILE:-200}) python3 scripts/native_bench.py compile --assets $A --json "$J" 2>&1 \
+               | tee -a "$OUT/steps.log" | grep -E "RESULT|rror|took" | cut -c1-600 ;;
+    codec) timeout $(box ${T_CODEC:-200}) python3 -m kanitts.bench.codec_serving --levels ${CODEC_LEVELS:-64,256,1024} \
+             --frames 200 2>&1 | tee -a "$OUT/codec.txt" | grep -E "RESULT|rror" | cut -c1-700 ;;
+    lowvram) timeout $(box ${T_LOWVRAM:-150}) python3 scripts/native_bench.py lowvram --assets $A --tokens 200 --json "$J" 2>&1 \
+               | tee -a "$OUT/steps.log" | grep -E "RESULT|rror|took" ;;
+    gputest) timeout $(box ${T_GPU:-200}) python3 -m pytest -q -p no:cacheprovider tests/gpu/test_native_gpu.py \
+               tests/gpu/test_codec_gpu.py 2>&1 | tee -a "$OUT/steps.log" | tail -15 ;;
+  esac
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader | tee -a "$OUT/steps.log"
+done
+log done
