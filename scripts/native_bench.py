@@ -7,6 +7,8 @@ Steps (any subset, in order):
   engine   ``NativeBackend`` end to end (scheduler, sampling, host copies): start-up time, then
            N concurrent streams of ``--tokens`` tokens each: aggregate tokens/s, per-stream RTF,
            time to the first frame (TTFA at the engine) and the scheduler's host ms per step
+  gil      the engine at the largest ``--batches`` beside a thread holding the GIL (a busy server
+           loop's stand-in), switch interval 5 ms vs 0.5 ms: tokens/s, ms per step, TTFA
   memory   the low_vram shape (4 slots x 2,048, graphs on): GPU memory itemised (nvidia-smi + torch)
   lowvram  the whole low_vram server's GPU memory (engine + codec worker, one process), itemised
   compile  the graphed step un-fused vs fused by torch.compile (Inductor: forward, head, sampling and
@@ -237,6 +239,65 @@ async def _engine(args: argparse.Namespace) -> None:
     await backend.close()
 
 
+async def _gil(args: argparse.Namespace) -> None:
+    """The engine thread beside a thread that holds the GIL (standing in for a busy server
+    event loop), at Python's default switch interval (5 ms) and at 0.5 ms: how much the
+    engine's steps stretch when its host work waits for the GIL."""
+    import sys
+    import threading
+
+    from kanitts.engine.base import SamplingParams
+    from kanitts.engine.native.backend import NativeBackend
+
+    n = max(int(b) for b in args.batches.split(","))
+    backend = NativeBackend(model_dir(args), device=args.device, dtype=args.dtype, max_num_seqs=n,
+                            max_model_len=args.max_len, max_prefill_tokens=16384, warmup=True)
+    await backend.start()
+    sched = backend.scheduler
+    assert sched is not None
+    n_tok = args.tokens
+
+    async def one(i: int, t_start: float) -> tuple[float, float]:
+        first = -1.0
+        async for _ in backend.stream(PROMPT, SamplingParams(seed=i, max_tokens=n_tok, min_tokens=n_tok)):
+            if first < 0:
+                first = time.perf_counter() - t_start
+        return first, time.perf_counter() - t_start
+
+    for switch, busy in [(0.005, False), (0.005, True), (0.0005, True), (0.005, False)]:
+        sys.setswitchinterval(switch)
+        stop = threading.Event()
+
+        def spin() -> None:
+            x = 0
+            while not stop.is_set():
+                for _ in range(1000):
+                    x += 1
+
+        th = threading.Thread(target=spin, daemon=True)
+        if busy:
+            th.start()
+        steps0 = sched.stats.steps
+        t_start = time.perf_counter()
+        res = await asyncio.gather(*(one(i, t_start) for i in range(n)))
+        wall = time.perf_counter() - t_start
+        stop.set()
+        if busy:
+            th.join()
+        steps = sched.stats.steps - steps0
+        emit(args, {"step": "gil", "streams": n, "tokens": n_tok, "switch_interval_s": switch, "busy_thread": busy,
+                    "tokens_per_s": n * n_tok / wall, "ms_per_step": wall * 1e3 / max(1, steps),
+                    "ttfa_p50_ms": statistics.median(r[0] for r in res) * 1e3,
+                    "rtf_worst": max(r[1] for r in res) / (n_tok / tk.TOKENS_PER_SECOND)})
+    sys.setswitchinterval(0.005)
+    await backend.close()
+
+
+def step_gil(args: argparse.Namespace) -> None:
+    asyncio.run(_gil(args))
+    torch.cuda.empty_cache()
+
+
 def step_engine(args: argparse.Namespace) -> None:
     asyncio.run(_engine(args))
     torch.cuda.empty_cache()
@@ -361,7 +422,7 @@ def step_lowvram(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("steps", nargs="+", choices=["assets", "step", "engine", "memory", "lowvram", "compile"])
+    ap.add_argument("steps", nargs="+", choices=["assets", "step", "engine", "memory", "lowvram", "compile", "gil"])
     ap.add_argument("--assets", default="/tmp/kanitts-native")
     ap.add_argument("--batches", default="1,64,256,512")
     ap.add_argument("--max-len", type=int, default=1024)
@@ -379,7 +440,7 @@ def main() -> None:
     for name in args.steps:
         t0 = time.perf_counter()
         try:
-            {"assets": step_assets, "step": step_step, "engine": step_engine, "memory": step_memory,
+            {"assets": step_assets, "step": step_step, "engine": step_engine, "gil": step_gil, "memory": step_memory,
              "lowvram": step_lowvram, "compile": step_compile}[name](args)
         except Exception:  # noqa: BLE001 - one failed step must not lose the others' figures
             log.error("step %s failed:\n%s", name, traceback.format_exc())
