@@ -7,6 +7,7 @@
 # call stays under T_TOTAL. Results in $OUT (the device tool returns 8 files at most):
 #   steps.log, http.json (`kanitts bench --json`, one entry per backend), native.json
 #   (scripts/native_bench.py RESULT rows), codec.txt, log-vllm.txt, log-native.txt.
+# EARGS (engine JSON, default {"max_num_seqs": 1024}) and LABEL change the HTTP steps' engine and label.
 # Usage: bash scripts/same_run_device.sh STEP...   steps: assets vllm native compile codec lowvram gputest
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -24,8 +25,8 @@ box() { local want=$1 l; l=$(left); [ "$want" -lt "$l" ] && echo "$want" || echo
 log() { echo "=== $* $(date +%T) (+$(( $(date +%s) - T0 )) s)" | tee -a "$OUT/steps.log"; }
 http() {  # backend
   timeout $(box ${T_HTTP:-420}) python3 -m kanitts.bench --backend "$1" --mode high_performance \
-    --model $A/model --codec $A/codec.nemo --engine-args '{"max_num_seqs": 1024}' \
-    --concurrency "$LEVELS" --realtime-levels "" --tokens 500 --label same-run \
+    --model $A/model --codec $A/codec.nemo --engine-args "${EARGS:-{\"max_num_seqs\": 1024\}}" \
+    --concurrency "$LEVELS" --realtime-levels "" --tokens 500 --label "${LABEL:-same-run}" \
     --server-log "$OUT/log-$1.txt" --json "$OUT/http.json" 2>&1 | tee -a "$OUT/steps.log" | grep -E "BENCH|RESULT|rror" | cut -c1-400
 }
 for s in "$@"; do
