@@ -54,3 +54,15 @@ def test_a_failing_server_shows_its_last_lines(tiny_model, tiny_codec):
     assert "vLLM is not installed" in r.stderr
     (result,) = _lines(r.stdout, "RESULT ")
     assert result["backend"] == "vllm" and "error" in result
+
+
+def test_url_with_no_server_and_an_unknown_mode_are_usage_errors(capsys):
+    """Checked before any work: one line naming the flag, exit status 2."""
+    from kanitts.bench.cli import main
+    from kanitts.bench.server_proc import free_port
+
+    for argv, flag in ((["--url", f"http://127.0.0.1:{free_port()}"], "--url"), (["--mode", "turbo"], "--mode")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        assert flag in capsys.readouterr().err

@@ -57,6 +57,12 @@ def test_say_other_formats_and_voice(tiny_model, tiny_codec, tmp_path):
     assert "voice katie" in r.stderr
 
 
+def test_say_refuses_an_extension_that_names_no_format(tiny_model, tiny_codec, tmp_path):
+    r = run("say", "Hi.", "-o", str(tmp_path / "x.m4a"), "--model", tiny_model, "--codec", tiny_codec)
+    assert r.returncode == 1 and "'.m4a'" in r.stderr and "--format" in r.stderr
+    assert not (tmp_path / "x.m4a").exists()
+
+
 def test_say_unknown_voice_is_one_line(tiny_model, tiny_codec, tmp_path):
     r = run("say", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", tiny_model, "--codec", tiny_codec,
             "--voice", "darth")

@@ -294,6 +294,7 @@ def test_tiny_temperature_is_greedy_not_a_crash(live_server):
 def test_unknown_voice_lists_valid_voices(live_server):
     e = err(httpx.post(live_server.url + "/v1/audio/speech", json={"input": "Hi", "voice": "darth"}), 400, "voice")
     assert "andrew" in e["message"] and "katie" in e["message"]
+    assert "alloy" in e["message"] and "nova" in e["message"]  # the accepted OpenAI names too
 
 
 def test_missing_input_invalid_json_and_routes(live_server):

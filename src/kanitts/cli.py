@@ -83,7 +83,7 @@ def _add_engine(p: argparse.ArgumentParser, *, server: bool) -> None:
     opt("--tensor-parallel-size", "GPUs one engine is split over", type=int, metavar="N")
     opt("--quantization", "vLLM quantization method (e.g. fp8)", metavar="METHOD")
     g.add_argument("--enforce-eager", action="store_true", default=None,
-                   help="no CUDA graphs in vLLM (default: off, unless the mode's preset sets it)")
+                   help="no CUDA graphs (vLLM and native; default: off, unless the mode's preset sets it)")
     opt("--stream-interval", "tokens per streamed engine output (4 = one codec frame)", type=int, metavar="N")
     g.add_argument("--no-warmup", dest="warmup", action="store_false", default=None,
                    help="skip the start-up warm-up batch (default: warm up; engine.warmup = true)")
@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--voice", help="voice name (default: the language's default voice)")
     say.add_argument("--seed", type=int, help="sampling seed for reproducible output (default: random)")
     say.add_argument("--format", choices=FORMATS,
-                     help="output format (default: from the extension, else wav)")
+                     help="output format (default: from the extension; wav for a name without one; "
+                          "an unknown extension is an error)")
     say.add_argument("--speed", type=float, default=1.0,
                      help=f"tempo {MIN_SPEED}-{MAX_SPEED}, pitch unchanged (default: 1.0)")
     say.add_argument("--max-tokens", type=int, metavar="N",
@@ -315,7 +316,13 @@ def _say(args: argparse.Namespace) -> int:
         print(f"kanitts: error: --speed must be between {MIN_SPEED} and {MAX_SPEED}", file=sys.stderr)
         return EXIT_ERROR
     out = None if args.output == "-" else Path(args.output)
-    fmt = args.format or (format_for_suffix(out.suffix) if out is not None else "wav")
+    named = format_for_suffix(out.suffix, default="") if out is not None and out.suffix else "wav"
+    if not (args.format or named):
+        known = ", ".join(sorted({".ogg", ".raw", *(f".{f}" for f in FORMATS)}))
+        print(f"kanitts: error: cannot tell the audio format from {out.suffix!r} ({known}); "
+              "name the file accordingly or pass --format", file=sys.stderr)
+        return EXIT_ERROR
+    fmt = args.format or named
     from kanitts.preflight import check_start
     from kanitts.server.schemas import SpeechRequest
 

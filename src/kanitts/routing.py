@@ -70,6 +70,14 @@ class Router:
             seen.extend(v for v in m.voices if v not in seen)
         return seen
 
+    def unknown_voice_message(self, voice: str) -> str:
+        """The 400 message for a voice no model has: every model voice, then the aliases
+        (the OpenAI names) that are accepted too."""
+        msg = f"voice {voice!r} is not available; valid voices: {', '.join(self.all_voices())}"
+        if self.aliases:
+            msg += f"; also accepted (mapped to those): {', '.join(sorted(self.aliases))}"
+        return msg
+
     def _owners(self, voice: str) -> list[str]:
         return [code for code, m in self.models.items() if voice in m.voices]
 
@@ -99,10 +107,7 @@ class Router:
         if self.unknown_voice == "default":
             logger.info("unknown voice %r: falling back to %r", voice, model.default_voice)
             return model.default_voice
-        raise RoutingError(
-            f"voice {voice!r} is not available; valid voices: {', '.join(self.all_voices())}",
-            "voice",
-        )
+        raise RoutingError(self.unknown_voice_message(voice), "voice")
 
     def _canonical(self, voice: str) -> str:
         """``voice`` as a loaded model spells it (case-insensitive match), else unchanged."""
@@ -159,10 +164,7 @@ class Router:
                 lang = self._detect(text, owners)
                 return Route(self.models[lang], lang, voice, True)
             if voice.lower() not in self.aliases and self.unknown_voice != "default" and self.all_voices():
-                raise RoutingError(
-                    f"voice {voice!r} is not available; valid voices: {', '.join(self.all_voices())}",
-                    "voice",
-                )
+                raise RoutingError(self.unknown_voice_message(voice), "voice")
         lang = self._detect(text)
         return Route(self.models[lang], lang, self._voice_in(lang, voice), True)
 

@@ -43,6 +43,7 @@ def backend_choices() -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``kanitts bench`` argument parser."""
+    from kanitts.engine.modes import MODE_NAMES
     from kanitts.engine.vllm_logits import RESTRICT_MODES  # imports torch: not at package import
 
     levels = "; ".join(f"{b}{'' if cuda else ' on CPU'}: {','.join(map(str, c))}"
@@ -55,10 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", help="NanoCodec .nemo; None: full-size random weights under --assets")
     p.add_argument("--assets", default=os.environ.get("KANITTS_BENCH_ASSETS", "/tmp/kanitts-bench"),
                    help="where full-size random-weight assets are built if missing ($KANITTS_BENCH_ASSETS)")
-    p.add_argument("--mode", default="high_performance", help="vLLM performance mode to measure")
+    p.add_argument("--mode", choices=list(MODE_NAMES), default="high_performance",
+                   help="the server's performance mode (engine.mode) to measure")
     p.add_argument("--baseline", choices=["none", "seed"], default="none",
                    help="seed: also measure the seed's configuration in the same run")
-    p.add_argument("--engine-only", action="store_true", help="drive VllmBackend in-process, no HTTP")
+    p.add_argument("--engine-only", action="store_true", help="vLLM only: drive VllmBackend in-process, no HTTP")
     p.add_argument("--url", help="measure an already running server (HTTP path); builds no assets")
     p.add_argument("--tokens", type=int, default=500, help="tokens per stream (50 = 1 s of audio)")
     p.add_argument("--concurrency", type=_int_list, default=None,
@@ -73,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-chunk-frames", type=int, default=1, help="codec frames in the first audio chunk")
     p.add_argument("--label", help="free-form label stored in the JSON entry")
     p.add_argument("--backend", choices=backend_choices(), default="native",
-                   help="HTTP path: the server's engine backend (default native: the built-in engine; vllm: for "
-                        "what only it offers, fp8, bnb_4bit, tensor parallel); stored in the entry as 'backend'")
+                   help="HTTP path: the server's engine backend (native: the built-in engine; vllm: for what only "
+                        "it offers, fp8, bnb_4bit, tensor parallel); stored in the entry as 'backend'")
     p.add_argument("--codec-alone", action="store_true", help="HTTP path: also time the codec alone afterwards")
     p.add_argument("--no-codec", action="store_true", help="engine-only: no codec (tokens only)")
     p.add_argument("--engine-args", help="JSON dict of engine-argument overrides")
@@ -96,6 +98,16 @@ def _needs_assets(args: argparse.Namespace) -> bool:
     return args.model is None or (args.codec is None and not args.no_codec)
 
 
+def _check_reachable(parser: argparse.ArgumentParser, url: str) -> None:
+    """Exit with a usage error (2) unless ``url``'s ``GET /health`` answers."""
+    import httpx
+
+    try:
+        httpx.get(url.rstrip("/") + "/health", timeout=10.0)
+    except httpx.HTTPError as exc:
+        parser.error(f"--url {url}: no server answers there ({exc.__class__.__name__}: {exc})")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one benchmark; 0, or 1 when the entry carries an error."""
     from kanitts.bench.engine_run import engine_bench
@@ -106,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine_only and args.backend != "vllm":
         parser.error("--engine-only drives vLLM in-process; the native engine's engine-level figures "
                      "come from scripts/native_bench.py (or measure it over HTTP with --backend native)")
+    if args.url:
+        _check_reachable(parser, args.url)
     model = Path(args.model) if args.model else None
     codec = Path(args.codec) if args.codec else None
     if _needs_assets(args):
