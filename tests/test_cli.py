@@ -57,6 +57,16 @@ def test_say_other_formats_and_voice(tiny_model, tiny_codec, tmp_path):
     assert "voice katie" in r.stderr
 
 
+def test_an_unknown_flag_is_named_with_the_subcommands_usage(capsys):
+    from kanitts.cli import main
+
+    for argv, prog in ((["serve", "--modle", "x"], "kanitts serve"), (["config", "show", "--bogus"], "kanitts config show")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and f"usage: {prog}" in err and f"{prog}: error: unrecognized arguments" in err
+
+
 def test_say_refuses_an_extension_that_names_no_format(tiny_model, tiny_codec, tmp_path):
     r = run("say", "Hi.", "-o", str(tmp_path / "x.m4a"), "--model", tiny_model, "--codec", tiny_codec)
     assert r.returncode == 1 and "'.m4a'" in r.stderr and "--format" in r.stderr

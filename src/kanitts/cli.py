@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--host", help=f"bind address ({_config_default('server.host')})")
     show.add_argument("--port", type=int, help=f"port ({_config_default('server.port')})")
     show.add_argument("--json", action="store_true", help="machine-readable output (default: off, a table)")
+    #: each subcommand's own parser, for errors that should show its usage line
+    parser.subcommands = {"serve": serve, "say": say, "make-tiny": tiny, "config": show}  # type: ignore[attr-defined]
     return parser
 
 
@@ -245,7 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         from kanitts.bench.cli import main as bench_main
 
         return int(bench_main(argv[1:]) or 0)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the subcommand's parser, so its usage line is the one shown
+        parser.subcommands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
     from kanitts.config import ConfigError
     from kanitts.hub import ModelLoadError
 
