@@ -37,7 +37,8 @@ class LanguageConfig(_Section):
     model: str
     #: Voice names; when absent they are read from the model's ``speaker_settings``.
     voices: list[str] | None = None
-    #: Voice used when a request names none (or an OpenAI alias maps to nothing).
+    #: Voice used when a request names none (or an OpenAI alias maps to nothing); None: the
+    #: model's first voice.
     default_voice: str | None = None
     #: Prompt layout; fine-tunes may differ from the official one.
     template: PromptTemplate | None = None
