@@ -29,6 +29,7 @@ async def test_http_load_against_mock_server():
     assert s["streams"] == 4 and s["errors"] == 0
     assert all(abs(r.audio_s - 1.0) < 1e-9 for r in lr.streams)
     assert s["ttfa_p50_ms"] is not None and s["all_realtime"]
+    assert s["aggregate_tok_s"] is None  # HTTP sees audio, not tokens: no misleading 0.0
 
 
 async def test_http_error_recorded():

@@ -76,7 +76,8 @@ class LoadResult:
             "median_rtf": rounded(statistics.median(rtfs), 4) if rtfs else None,
             "all_realtime": bool(rtfs) and len(ok) == len(self.streams) and max(rtfs) < 1.0,
             "aggregate_audio_s_per_s": rounded(audio / self.wall_s, 2) if self.wall_s else None,
-            "aggregate_tok_s": rounded(toks / self.wall_s, 1) if self.wall_s else None,
+            # the HTTP path sees audio, not tokens: None there rather than a misleading 0.0
+            "aggregate_tok_s": rounded(toks / self.wall_s, 1) if self.wall_s and toks else None,
             "wall_s": rounded(self.wall_s, 3),
         }
 
