@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 import torch
+from _wait import wait_for
 
 from kanitts.codec import CodecWorker, NanoCodec, write_tiny_nemo
 
@@ -17,16 +18,6 @@ SPF = 1764
 @pytest.fixture(scope="module")
 def codec(tmp_path_factory: pytest.TempPathFactory) -> NanoCodec:
     return NanoCodec.from_pretrained(write_tiny_nemo(tmp_path_factory.mktemp("w"), seed=6))
-
-
-async def until(cond, what: str, timeout: float = 60.0) -> None:
-    """Wait for a condition (never a fixed sleep); fail naming it."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def frames_of(seed: int, n: int) -> list[list[int]]:
@@ -78,9 +69,9 @@ async def test_new_streams_wait_for_a_free_slot(codec: NanoCodec) -> None:
         yield frames_of(2, 1)
 
     first = asyncio.create_task(collect(worker, held()))
-    await until(lambda: worker.stats.active_streams == 1, "the first stream to take the slot")
+    await wait_for(lambda: worker.stats.active_streams == 1, "the first stream to take the slot")
     second = asyncio.create_task(collect(worker, produce(frames_of(3, 2))))
-    await until(lambda: worker.stats.waiting_streams == 1, "the second stream to wait")
+    await wait_for(lambda: worker.stats.waiting_streams == 1, "the second stream to wait")
     assert not second.done()
     gate.set()
     a, b = await asyncio.gather(first, second)
@@ -124,7 +115,7 @@ async def test_cancelled_task_frees_slot(codec: NanoCodec) -> None:
         await asyncio.Event().wait()
 
     task = asyncio.create_task(collect(worker, stalled()))
-    await until(lambda: worker.stats.active_streams == 1, "the stream to take the slot")
+    await wait_for(lambda: worker.stats.active_streams == 1, "the stream to take the slot")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

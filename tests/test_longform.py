@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import statistics
-import time
 from collections.abc import AsyncIterator
 
 import httpx
 import numpy as np
 import pytest
 import pytest_asyncio
-
+from _wait import wait_for
 from conftest import tiny_settings
 
 SR = 22050
@@ -197,18 +196,9 @@ async def test_cancelling_a_long_request_stops_all_chunks(service):
     synth = service.synthesize(route, text, service.options(seed=7, max_chunks_ahead=3), "c")
     it = synth.pcm()
     await it.__anext__()
-    await _until(lambda: backend.stats.active_requests >= 2, "chunks ahead to run")
+    await wait_for(lambda: backend.stats.active_requests >= 2, "chunks ahead to run", timeout=120)
     await it.aclose()
-    await _until(lambda: backend.stats.active_requests == 0, "every chunk's engine stream to end")
-
-
-async def _until(cond, what: str, timeout: float = 120.0) -> None:
-    """Wait for ``cond()`` (a condition, never a fixed sleep); fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: backend.stats.active_requests == 0, "every chunk's engine stream to end", timeout=120)
 
 
 def test_long_text_over_http_first_audio_does_not_wait_for_later_chunks(live_server, monkeypatch):

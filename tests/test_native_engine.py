@@ -7,11 +7,12 @@ import asyncio
 
 import pytest
 import torch
+from _wait import wait_for
 
 from kanitts import tokens as p
 from kanitts.engine.base import SamplingParams
-from kanitts.engine.native.backend import NativeBackend
 from kanitts.engine.codebook_constraint import allowed_token_ids
+from kanitts.engine.native.backend import NativeBackend
 
 PROMPT = [p.START_OF_HUMAN, 1, 40, 41, 42, p.END_OF_TEXT, p.END_OF_HUMAN]
 
@@ -36,14 +37,6 @@ async def run(b, params, prompt=PROMPT) -> list[int]:
     async for ids in b.stream(prompt, params):
         out += ids
     return out
-
-
-async def wait_for(cond, what: str, timeout: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)
 
 
 def hf_generate(path: str, prompt: list[int], n: int, rep: float, constrained: bool) -> list[int]:
