@@ -6,9 +6,10 @@
 # /tmp/extra-site, which later calls reuse). Every step is time-boxed (T_* seconds) and the whole
 # call stays under T_TOTAL. Results in $OUT (the device tool returns 8 files at most):
 #   steps.log, http.json (`kanitts bench --json`, one entry per backend), native.json
-#   (scripts/native_bench.py RESULT rows), codec.txt, log-vllm.txt, log-native.txt.
+#   (scripts/native_bench.py RESULT rows), codec.txt, log-BACKEND-LABEL.txt (server logs).
 # EARGS (engine JSON, default {"max_num_seqs": 1024}) and LABEL change the HTTP steps' engine and label.
-# Usage: bash scripts/same_run_device.sh STEP...   steps: assets vllm native compile codec lowvram gputest
+# Usage: bash scripts/same_run_device.sh STEP...
+#   steps: assets vllm native native_switch native_proc gil compile codec lowvram gputest
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 T0=$(date +%s)
@@ -23,18 +24,26 @@ LEVELS=${HTTP_LEVELS:-1,16,256,1000}
 left() { echo $(( ${T_TOTAL:-585} - $(date +%s) + T0 )); }
 box() { local want=$1 l; l=$(left); [ "$want" -lt "$l" ] && echo "$want" || echo $(( l > 5 ? l - 5 : 1 )); }
 log() { echo "=== $* $(date +%T) (+$(( $(date +%s) - T0 )) s)" | tee -a "$OUT/steps.log"; }
-http() {  # backend
+http() {  # backend [label [engine-args JSON]]
   timeout $(box ${T_HTTP:-420}) python3 -m kanitts.bench --backend "$1" --mode high_performance \
-    --model $A/model --codec $A/codec.nemo --engine-args "${EARGS:-{\"max_num_seqs\": 1024\}}" \
-    --concurrency "$LEVELS" --realtime-levels "" --tokens 500 --label "${LABEL:-same-run}" \
-    --server-log "$OUT/log-$1.txt" --json "$OUT/http.json" 2>&1 | tee -a "$OUT/steps.log" | grep -E "BENCH|RESULT|rror" | cut -c1-400
+    --model $A/model --codec $A/codec.nemo --engine-args "${3:-${EARGS:-{\"max_num_seqs\": 1024\}}}" \
+    --concurrency "$LEVELS" --realtime-levels "" --tokens 500 --label "${2:-${LABEL:-same-run}}" \
+    --server-log "$OUT/log-$1-${2:-main}.txt" --json "$OUT/http.json" 2>&1 | tee -a "$OUT/steps.log" | grep -E "BENCH|RESULT|rror" | cut -c1-400
 }
+MAXSEQS=$(python3 -c "import json,os; print(json.loads(os.environ.get('EARGS') or '{\"max_num_seqs\": 1024}')['max_num_seqs'])")
 for s in "$@"; do
   log "$s"
   case $s in
     assets) timeout $(box 150) python3 scripts/native_bench.py assets --assets $A 2>&1 | tail -2 ;;
     vllm) http vllm ;;
     native) http native ;;
+    # the same server with a 0.5 ms GIL switch interval (lab hook scripts/lab_site/sitecustomize.py)
+    native_switch) PYTHONPATH="$PWD/scripts/lab_site:$PYTHONPATH" KANITTS_LAB_SWITCH_INTERVAL_S=0.0005 \
+                     http native switch-0.5ms ;;
+    # the engine in its own process (a one-replica ReplicaPool: --gpus 0), codec in the server
+    native_proc) http native engine-process "{\"max_num_seqs\": $MAXSEQS, \"gpus\": \"0\"}" ;;
+    gil) timeout $(box 120) python3 scripts/native_bench.py gil --assets $A --batches 256 --json "$J" 2>&1 \
+           | tee -a "$OUT/steps.log" | grep -E "RESULT|rror" | cut -c1-400 ;;
     compile) timeout $(box ${T_COMPILE:-200}) python3 scripts/native_bench.py compile --assets $A --json "$J" 2>&1 \
                | tee -a "$OUT/steps.log" | grep -E "RESULT|rror|took" | cut -c1-600 ;;
     codec) timeout $(box ${T_CODEC:-200}) python3 -m kanitts.bench.codec_serving --levels ${CODEC_LEVELS:-64,256,1024} \
