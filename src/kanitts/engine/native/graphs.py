@@ -96,7 +96,9 @@ class DecodeStep:
         p = self.pool
         rows = p.slot_ids[:b]
         idx = p.cache_len[:b].clamp(max=p.max_len - 1)
-        hidden = self.model.decode(p.cache, p.tok[:b], idx, p.rope_pos[:b], attn_len=span)
+        # clamped: a -1 (an active row that had no valid candidate; its request is failed on
+        # the host) must not index the embedding (a device-side assert kills the CUDA context)
+        hidden = self.model.decode(p.cache, p.tok[:b].clamp(min=0), idx, p.rope_pos[:b], attn_len=span)
         act = p.active[:b]
         p.cache_len.index_copy_(0, rows, p.cache_len[:b] + act.to(torch.int64))
         p.rope_pos.index_copy_(0, rows, p.rope_pos[:b] + p.pos_step[:b] * act.to(torch.float32))

@@ -79,8 +79,10 @@ class Sampler:
         return self._sample(cand, ids, rows)
 
     def sample(self, hidden: torch.Tensor, rows: slice | torch.Tensor, any_unconstrained: bool) -> torch.Tensor:
-        """Next tokens ``[R]``; writes them into ``pool.tok``, marks them seen and counts them.
-        ``any_unconstrained`` (a host flag) adds the full-head path for rows that need it."""
+        """Next tokens ``[R]`` int64 (-1 where an active row had no valid candidate); writes
+        them into ``pool.tok``, marks them seen and counts them, for active rows only (an
+        inactive row returns and keeps its current token). ``any_unconstrained`` (a host
+        flag) adds the full-head path for rows that need it."""
         p = self.pool
         tok = self.restricted(hidden, rows)
         if any_unconstrained:
@@ -89,8 +91,15 @@ class Sampler:
         # torch.compile on torch < 2.12 turns into a copy of the whole tensor, e.g. ``seen``);
         # index_put_ with a device value: a Python scalar would be a host copy (not capturable).
         idx = p.slot_ids[rows] if isinstance(rows, slice) else rows
+        # Padding rows (inactive slots inside a decode bucket) keep their token and count:
+        # sampled from a stale state they would otherwise walk on step after step. An active
+        # row's pick is written as is, so an invalid one (-1: no valid candidate) reaches the
+        # host, which fails that request alone; the next step embeds it clamped
+        # (:meth:`DecodeStep.step_eager`).
+        act = p.active[rows]
+        tok = torch.where(act, tok, p.tok[rows])
         p.tok.index_copy_(0, idx, tok)
-        p.gen.index_copy_(0, idx, p.gen[rows] + 1)
-        p.seen.index_put_((idx, tok), self.true)
+        p.gen.index_copy_(0, idx, p.gen[rows] + act.to(torch.int64))
+        p.seen.index_put_((idx, tok.clamp(min=0)), self.true)
         return tok
 

@@ -295,6 +295,10 @@ class Scheduler:
         return min(self.pool.max_len, -(-rows // PREFILL_ALIGN) * PREFILL_ALIGN)
 
     def _accept(self, req: Request, tok: int) -> None:
+        if tok < 0:  # the sampler found no valid candidate: this request fails, no other
+            logger.error("request %s: no valid token to sample after %d tokens", req.rid, req.generated)
+            self._finish(req, RuntimeError("generation failed: the model had no valid token to sample"))
+            return
         allow_stop = req.generated >= req.slot_params.min_tokens
         req.generated += 1
         req.pending.append(tok)
