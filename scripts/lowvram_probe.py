@@ -63,7 +63,11 @@ MiB = 2**20
 #: not ``cudnn.benchmark``, pick the conv algorithms captured), ``cudnn`` (False:
 #: ``torch.backends.cudnn.enabled = False`` for the whole process; the engine uses no cuDNN),
 #: ``codec_first`` (the codec built and warmed before the engine, the order ``service.start``
-#: uses), ``empty_cache`` (``torch.cuda.empty_cache()`` once the engine is ready).
+#: uses), ``empty_cache`` (``torch.cuda.empty_cache()`` once the engine is ready),
+#: ``clear_cublas`` (also ``torch._C._cuda_clearCublasWorkspaces()`` first: the workspaces of
+#: streams no longer used -- the capture warm-up's -- go back; safe here because the engine's
+#: graphs were captured on their own stream and the codec's come later), ``cublas_ws_bytes``
+#: (``torch.backends.cuda.cublas_workspace_size(n)`` before any work, where torch has it).
 VARIANTS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     "baseline": ({}, {}),
     "codec12": ({}, {"multi_language": True}),
@@ -75,17 +79,20 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     "no_cudnn": ({}, {"cudnn": False}),
     "cublas_4096_8": ({"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}, {}),
     "cublas_16_8": ({"CUBLAS_WORKSPACE_CONFIG": ":16:8"}, {}),
-    "cublas_small": ({"CUBLAS_WORKSPACE_CONFIG": ":16:8", "TORCH_CUBLASLT_WORKSPACE_SIZE": "128"}, {}),
+    "cublas_small": ({"CUBLAS_WORKSPACE_CONFIG": ":16:8", "CUBLASLT_WORKSPACE_SIZE": "128",
+                      "TORCH_CUBLASLT_WORKSPACE_SIZE": "128"}, {}),
+    "cublas_ws_api": ({}, {"cublas_ws_bytes": 128 * 1024}),
+    "clear_cublas": ({}, {"empty_cache": True, "clear_cublas": True}),
     "engine_eager": ({}, {"enforce_eager": True}),
     "lazy_modules": ({"CUDA_MODULE_LOADING": "LAZY"}, {}),
     "empty_cache": ({}, {"empty_cache": True}),
-    "combo": ({"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "CUBLAS_WORKSPACE_CONFIG": ":16:8",
-               "TORCH_CUBLASLT_WORKSPACE_SIZE": "128"}, {"empty_cache": True}),
+    "combo": ({"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "CUBLAS_WORKSPACE_CONFIG": ":16:8"},
+              {"empty_cache": True}),
 }
 #: What runs without ``--variants``, most telling first (a budget cut drops the tail).
-DEFAULT_VARIANTS = ("baseline", "codec12", "cublas_16_8", "expandable", "codec_no_graphs", "no_cudnn",
-                    "engine_eager", "codec_no_autotune", "codec_one_bucket", "empty_cache", "combo",
-                    "cublas_4096_8", "lazy_modules", "server_order", "cublas_small")
+DEFAULT_VARIANTS = ("baseline", "codec12", "cublas_16_8", "clear_cublas", "expandable", "codec_no_graphs",
+                    "no_cudnn", "engine_eager", "codec_no_autotune", "codec_one_bucket", "combo", "empty_cache",
+                    "cublas_ws_api", "cublas_small", "cublas_4096_8", "lazy_modules", "server_order")
 #: The parts a row itemises (``codec_*`` come before ``engine_*`` under ``codec_first``).
 PARTS = ("context", "engine_weights", "engine_slots", "engine_graphs", "engine_ready", "codec_weights",
          "codec_warm", "streaming")
@@ -194,9 +201,16 @@ def run_child(variant: str, args: argparse.Namespace) -> dict[str, Any]:
 
         fast.cudnn_autotune = lambda enabled=True: contextlib.nullcontext()  # heuristics choose
     marks = _Marks(cuda)
-    row: dict[str, Any] = {"variant": variant, "env": env, "options": opts, "device": args.device}
+    row: dict[str, Any] = {"variant": variant, "env": env, "options": opts, "device": args.device,
+                           "torch": torch.__version__}
     if cuda:
         row["gpu"] = torch.cuda.get_device_name()
+        ws = getattr(torch.backends.cuda, "cublas_workspace_size", None)
+        if opts.get("cublas_ws_bytes"):
+            row["cublas_ws_api"] = ws is not None
+            if ws is not None:
+                ws(int(opts["cublas_ws_bytes"]))
+        row["cublas_workspace_bytes"] = ws() if ws is not None else None
     torch.zeros(1, device=args.device)
     marks.mark("context")
 
@@ -238,6 +252,11 @@ def run_child(variant: str, args: argparse.Namespace) -> dict[str, Any]:
 
     async def engine() -> None:
         await backend.start()
+        if opts.get("clear_cublas") and cuda:
+            clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+            row["cleared_cublas"] = clear is not None
+            if clear is not None:
+                clear()
         if opts.get("empty_cache") and cuda:
             torch.cuda.empty_cache()
         marks.mark("engine_ready")
