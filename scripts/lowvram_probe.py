@@ -67,7 +67,12 @@ MiB = 2**20
 #: ``clear_cublas`` (also ``torch._C._cuda_clearCublasWorkspaces()`` first: the workspaces of
 #: streams no longer used -- the capture warm-up's -- go back; safe here because the engine's
 #: graphs were captured on their own stream and the codec's come later), ``cublas_ws_bytes``
-#: (``torch.backends.cuda.cublas_workspace_size(n)`` before any work, where torch has it).
+#: (``torch.backends.cuda.cublas_workspace_size(n)`` before any work, where torch has it),
+#: ``libs`` (right after the context, one small call into each library the server uses,
+#: marked apart: ``lib_cublas`` a bf16 matmul, ``lib_sdpa`` masked attention as the engine
+#: calls it, ``lib_cudnn`` a channels-last bf16 conv as the codec's, ``lib_sort`` the
+#: sampler's sort + cumsum: what loading each costs; the main thread's own handles and
+#: workspaces come on top of the server's, so compare its later parts, not its total).
 VARIANTS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     "baseline": ({}, {}),
     "codec12": ({}, {"multi_language": True}),
@@ -86,16 +91,19 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     "engine_eager": ({}, {"enforce_eager": True}),
     "lazy_modules": ({"CUDA_MODULE_LOADING": "LAZY"}, {}),
     "empty_cache": ({}, {"empty_cache": True}),
+    "libs": ({}, {"libs": True}),
     "combo": ({"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "CUBLAS_WORKSPACE_CONFIG": ":16:8"},
               {"empty_cache": True}),
 }
 #: What runs without ``--variants``, most telling first (a budget cut drops the tail).
 DEFAULT_VARIANTS = ("baseline", "codec12", "cublas_16_8", "clear_cublas", "expandable", "codec_no_graphs",
                     "no_cudnn", "engine_eager", "codec_no_autotune", "codec_one_bucket", "combo", "empty_cache",
-                    "cublas_ws_api", "cublas_small", "cublas_4096_8", "lazy_modules", "server_order")
-#: The parts a row itemises (``codec_*`` come before ``engine_*`` under ``codec_first``).
+                    "libs", "cublas_ws_api", "cublas_small", "cublas_4096_8", "lazy_modules", "server_order")
+#: The parts a row itemises (``codec_*`` come before ``engine_*`` under ``codec_first``;
+#: the ``libs`` variant adds :data:`LIB_PARTS` after the context).
 PARTS = ("context", "engine_weights", "engine_slots", "engine_graphs", "engine_ready", "codec_weights",
          "codec_warm", "streaming")
+LIB_PARTS = ("lib_cublas", "lib_sdpa", "lib_cudnn", "lib_sort")
 
 
 def smi_used_mib() -> int | None:
@@ -169,6 +177,27 @@ def _segments() -> dict[str, Any]:
     return {"pools": pools, "largest_blocks_mib": [[round(s / MiB, 2), n] for s, n in largest]}
 
 
+def _touch_libraries(device: str, marks: _Marks) -> None:
+    """One small call into each library the server loads, a mark after each (``libs``)."""
+    import torch
+    import torch.nn.functional as F
+
+    bf16 = {"device": device, "dtype": torch.bfloat16}
+    a = torch.randn(64, 1024, **bf16)
+    (a @ torch.randn(1024, 1024, **bf16)).sum()
+    marks.mark("lib_cublas")
+    q, kv = torch.randn(4, 8, 2, 64, **bf16), torch.randn(4, 8, 256, 64, **bf16)
+    mask = torch.ones(4, 1, 2, 256, device=device, dtype=torch.bool)
+    F.scaled_dot_product_attention(q, kv, kv, attn_mask=mask)
+    marks.mark("lib_sdpa")
+    x = torch.randn(4, 64, 1, 512, **bf16).to(memory_format=torch.channels_last)
+    F.conv2d(x, torch.randn(64, 64, 1, 7, **bf16).to(memory_format=torch.channels_last), dilation=(1, 3))
+    marks.mark("lib_cudnn")
+    p = torch.randn(4, 4032, device=device).softmax(-1)
+    p.sort(dim=-1, descending=True).values.cumsum(-1)
+    marks.mark("lib_sort")
+
+
 def _apply_codec_options(worker: Any, opts: dict[str, Any]) -> None:
     """Variant options on a built worker's pool (before its warm-up): a probe's reach into
     the pool, not a serving switch."""
@@ -213,6 +242,8 @@ def run_child(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         row["cublas_workspace_bytes"] = ws() if ws is not None else None
     torch.zeros(1, device=args.device)
     marks.mark("context")
+    if opts.get("libs"):
+        _touch_libraries(args.device, marks)
 
     # The engine's build, part by part: wrap what NativeBackend._build calls (in its thread).
     load, slot_pool, capture = native_backend.load_native_model, native_backend.SlotPool, native_backend.DecodeStep.capture
