@@ -68,6 +68,8 @@ MiB = 2**20
 #: streams no longer used -- the capture warm-up's -- go back; safe here because the engine's
 #: graphs were captured on their own stream and the codec's come later), ``cublas_ws_bytes``
 #: (``torch.backends.cuda.cublas_workspace_size(n)`` before any work, where torch has it),
+#: ``engine_one_span`` (the decode graphs attend over all ``max_len`` positions: one graph
+#: per batch bucket instead of one per bucket x attention span; what the other spans cost),
 #: ``libs`` (right after the context, one small call into each library the server uses,
 #: marked apart: ``lib_cublas`` a bf16 matmul, ``lib_sdpa`` masked attention as the engine
 #: calls it, ``lib_cudnn`` a channels-last bf16 conv as the codec's, ``lib_sort`` the
@@ -89,6 +91,7 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     "cublas_ws_api": ({}, {"cublas_ws_bytes": 128 * 1024}),
     "clear_cublas": ({}, {"empty_cache": True, "clear_cublas": True}),
     "engine_eager": ({}, {"enforce_eager": True}),
+    "engine_one_span": ({}, {"engine_one_span": True}),
     "lazy_modules": ({"CUDA_MODULE_LOADING": "LAZY"}, {}),
     "empty_cache": ({}, {"empty_cache": True}),
     "libs": ({}, {"libs": True}),
@@ -97,8 +100,9 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
 }
 #: What runs without ``--variants``, most telling first (a budget cut drops the tail).
 DEFAULT_VARIANTS = ("baseline", "codec12", "cublas_16_8", "clear_cublas", "expandable", "codec_no_graphs",
-                    "no_cudnn", "engine_eager", "codec_no_autotune", "codec_one_bucket", "combo", "empty_cache",
-                    "libs", "cublas_ws_api", "cublas_small", "cublas_4096_8", "lazy_modules", "server_order")
+                    "no_cudnn", "engine_eager", "engine_one_span", "codec_no_autotune", "codec_one_bucket",
+                    "combo", "empty_cache", "libs", "cublas_ws_api", "cublas_small", "cublas_4096_8",
+                    "lazy_modules", "server_order")
 #: The parts a row itemises (``codec_*`` come before ``engine_*`` under ``codec_first``;
 #: the ``libs`` variant adds :data:`LIB_PARTS` after the context).
 PARTS = ("context", "engine_weights", "engine_slots", "engine_graphs", "engine_ready", "codec_weights",
@@ -110,7 +114,7 @@ def smi_used_mib() -> int | None:
     """GPU memory used on the card (all processes), MiB, from nvidia-smi; None without it."""
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=20).stdout.split()
+                             capture_output=True, text=True, timeout=20, check=False).stdout.split()
     except (OSError, subprocess.SubprocessError):
         return None
     return int(out[0]) if out and out[0].isdigit() else None
@@ -226,7 +230,7 @@ def run_child(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     if opts.get("cudnn") is False:
         torch.backends.cudnn.enabled = False
     if opts.get("codec_autotune") is False:
-        import kanitts.codec.fast as fast
+        from kanitts.codec import fast
 
         fast.cudnn_autotune = lambda enabled=True: contextlib.nullcontext()  # heuristics choose
     marks = _Marks(cuda)
@@ -262,6 +266,14 @@ def run_child(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         capture(self)
         marks.mark("engine_graphs")
 
+    if opts.get("engine_one_span"):
+        step_cls = native_backend.DecodeStep
+
+        class OneSpanStep(step_cls):  # type: ignore[misc, valid-type]
+            def __init__(self, model: Any, pool: Any, sampler: Any, **kw: Any) -> None:
+                super().__init__(model, pool, sampler, spans=[pool.max_len], **kw)
+
+        native_backend.DecodeStep = OneSpanStep
     native_backend.load_native_model = load_marked
     native_backend.SlotPool = pool_marked
     native_backend.DecodeStep.capture = capture_marked
@@ -293,6 +305,7 @@ def run_child(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         marks.mark("engine_ready")
         row.update(slots=backend.max_num_seqs, max_len=backend.max_model_len,  # type: ignore[attr-defined]
                    lm_graphs=len(backend.scheduler.step.graphs),  # type: ignore[attr-defined]
+                   lm_spans=list(backend.scheduler.step.spans),  # type: ignore[attr-defined]
                    weights_mib=round(backend.model.nbytes() / MiB, 1),  # type: ignore[attr-defined]
                    engine_startup_s=round(backend.startup_seconds, 2))  # type: ignore[attr-defined]
 
@@ -373,7 +386,9 @@ def run_parent(args: argparse.Namespace) -> int:
         return 2
     t_end = time.monotonic() + args.budget_s  # asset building included
     if args.device.startswith("cuda"):
-        from kanitts.bench.assets import ensure_assets  # builds in a subprocess: no CUDA here
+        from kanitts.bench.assets import (
+            ensure_assets,  # builds in a subprocess: no CUDA here
+        )
 
         ensure_assets(args.assets)
     rows = []
@@ -391,7 +406,7 @@ def run_parent(args: argparse.Namespace) -> int:
             cmd = [sys.executable, __file__, "--child", name, "--child-out", str(out), "--device", args.device,
                    "--assets", args.assets, "--tokens", str(args.tokens)]
             try:
-                proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False,
                                       timeout=min(left, args.variant_timeout_s))
                 row = (json.loads(out.read_text()) if proc.returncode == 0 and out.exists()
                        else {"variant": name, "error": (proc.stderr or proc.stdout)[-2000:]})
