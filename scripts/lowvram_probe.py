@@ -386,9 +386,8 @@ def run_parent(args: argparse.Namespace) -> int:
         return 2
     t_end = time.monotonic() + args.budget_s  # asset building included
     if args.device.startswith("cuda"):
-        from kanitts.bench.assets import (
-            ensure_assets,  # builds in a subprocess: no CUDA here
-        )
+        # builds in a subprocess: this process never touches CUDA
+        from kanitts.bench.assets import ensure_assets
 
         ensure_assets(args.assets)
     rows = []
