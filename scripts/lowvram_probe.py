@@ -55,7 +55,12 @@ from typing import Any
 log = logging.getLogger("lowvram_probe")
 MiB = 2**20
 
-#: name -> (environment set for the child process, in-process options). Options:
+#: name -> (environment set for the child process, in-process options). ``baseline`` is what
+#: ``kanitts serve --mode low_vram`` builds for one model today (4 codec streams; 4 MiB cuBLAS
+#: workspaces where torch has ``cublas_workspace_size``, the row's ``cublas_workspace_bytes``);
+#: ``run4`` is what ``native_bench.py lowvram`` measured in BENCHMARKS.md's run 4 (the codec
+#: sized for the default three languages, 12 streams, and torch's 32 MiB workspaces); an
+#: explicit ``CUBLAS_WORKSPACE_CONFIG`` (``cublas_*``) overrides the preset's size. Options:
 #: ``multi_language`` (the default three-language settings: the codec sized for 3 engines x 4
 #: seqs although one engine is built, as run 4 measured), ``enforce_eager`` (engine without
 #: decode graphs), ``codec_graphs`` (False: the codec pool runs eagerly), ``codec_one_bucket``
@@ -66,8 +71,7 @@ MiB = 2**20
 #: uses), ``empty_cache`` (``torch.cuda.empty_cache()`` once the engine is ready),
 #: ``clear_cublas`` (also ``torch._C._cuda_clearCublasWorkspaces()`` first: the workspaces of
 #: streams no longer used -- the capture warm-up's -- go back; safe here because the engine's
-#: graphs were captured on their own stream and the codec's come later), ``cublas_ws_bytes``
-#: (``torch.backends.cuda.cublas_workspace_size(n)`` before any work, where torch has it),
+#: graphs were captured on their own stream and the codec's come later),
 #: ``engine_one_span`` (the decode graphs attend over all ``max_len`` positions: one graph
 #: per batch bucket instead of one per bucket x attention span; what the other spans cost),
 #: ``libs`` (right after the context, one small call into each library the server uses,
@@ -78,6 +82,7 @@ MiB = 2**20
 VARIANTS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     "baseline": ({}, {}),
     "codec12": ({}, {"multi_language": True}),
+    "run4": ({"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}, {"multi_language": True}),
     "server_order": ({}, {"codec_first": True}),
     "expandable": ({"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}, {}),
     "codec_no_graphs": ({}, {"codec_graphs": False}),
@@ -86,9 +91,6 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     "no_cudnn": ({}, {"cudnn": False}),
     "cublas_4096_8": ({"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}, {}),
     "cublas_16_8": ({"CUBLAS_WORKSPACE_CONFIG": ":16:8"}, {}),
-    "cublas_small": ({"CUBLAS_WORKSPACE_CONFIG": ":16:8", "CUBLASLT_WORKSPACE_SIZE": "128",
-                      "TORCH_CUBLASLT_WORKSPACE_SIZE": "128"}, {}),
-    "cublas_ws_api": ({}, {"cublas_ws_bytes": 128 * 1024}),
     "clear_cublas": ({}, {"empty_cache": True, "clear_cublas": True}),
     "engine_eager": ({}, {"enforce_eager": True}),
     "engine_one_span": ({}, {"engine_one_span": True}),
@@ -99,10 +101,9 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
               {"empty_cache": True}),
 }
 #: What runs without ``--variants``, most telling first (a budget cut drops the tail).
-DEFAULT_VARIANTS = ("baseline", "codec12", "cublas_16_8", "clear_cublas", "expandable", "codec_no_graphs",
-                    "no_cudnn", "engine_eager", "engine_one_span", "codec_no_autotune", "codec_one_bucket",
-                    "combo", "empty_cache", "libs", "cublas_ws_api", "cublas_small", "cublas_4096_8",
-                    "lazy_modules", "server_order")
+DEFAULT_VARIANTS = ("baseline", "run4", "cublas_4096_8", "cublas_16_8", "clear_cublas", "expandable",
+                    "codec_no_graphs", "no_cudnn", "engine_eager", "engine_one_span", "codec_no_autotune",
+                    "codec_one_bucket", "combo", "empty_cache", "libs", "codec12", "lazy_modules", "server_order")
 #: The parts a row itemises (``codec_*`` come before ``engine_*`` under ``codec_first``;
 #: the ``libs`` variant adds :data:`LIB_PARTS` after the context).
 PARTS = ("context", "engine_weights", "engine_slots", "engine_graphs", "engine_ready", "codec_weights",
@@ -238,12 +239,6 @@ def run_child(variant: str, args: argparse.Namespace) -> dict[str, Any]:
                            "torch": torch.__version__}
     if cuda:
         row["gpu"] = torch.cuda.get_device_name()
-        ws = getattr(torch.backends.cuda, "cublas_workspace_size", None)
-        if opts.get("cublas_ws_bytes"):
-            row["cublas_ws_api"] = ws is not None
-            if ws is not None:
-                ws(int(opts["cublas_ws_bytes"]))
-        row["cublas_workspace_bytes"] = ws() if ws is not None else None
     torch.zeros(1, device=args.device)
     marks.mark("context")
     if opts.get("libs"):
@@ -303,6 +298,8 @@ def run_child(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         if opts.get("empty_cache") and cuda:
             torch.cuda.empty_cache()
         marks.mark("engine_ready")
+        ws = getattr(torch.backends.cuda, "cublas_workspace_size", None)
+        row["cublas_workspace_bytes"] = ws() if cuda and ws is not None else None  # what the engine left set
         row.update(slots=backend.max_num_seqs, max_len=backend.max_model_len,  # type: ignore[attr-defined]
                    lm_graphs=len(backend.scheduler.step.graphs),  # type: ignore[attr-defined]
                    lm_spans=list(backend.scheduler.step.spans),  # type: ignore[attr-defined]
