@@ -18,7 +18,8 @@ engine_graphs       the decode step's warm-up and CUDA graphs (cuBLAS handles an
 engine_ready        the scheduler thread and its warm-up requests (prefill, sampling kernels)
 codec_weights       the NanoCodec in bf16
 codec_warm          the worker's pool state, compiled ops, cuDNN, the codec's CUDA graphs
-streaming           the peak while streaming (nvidia-smi polled every 50 ms; torch: after)
+streaming           the peak while streaming (nvidia-smi polled every 50 ms; torch's figures
+                    after it, ``max_allocated_mib`` the peak since streaming began)
 ==================  ===========================================================================
 
 Each part's ``outside_torch`` is its nvidia-smi delta minus its torch-reserved delta (library
@@ -31,8 +32,10 @@ Variants (``--variants``, comma-separated; default: :data:`DEFAULT_VARIANTS`): s
 
     python scripts/lowvram_probe.py --assets /tmp/kanitts-native --json /tmp/lowvram.json
 
-(the full-size random-weight assets are built first if missing). ``--device cpu`` runs the
-same flow on the CPU (nvidia-smi and torch figures are null): a smoke test.
+(the full-size random-weight assets are built first if missing). ``--budget-s`` (default 230)
+bounds the whole run, asset building included: variants not started by then are listed as
+skipped, so run the rest in a second call. ``--device cpu`` runs the same flow on the CPU
+(nvidia-smi and torch figures are null): a smoke test.
 Prints one ``RESULT {json}`` line per variant and appends the rows to ``--json`` (a JSON list).
 """
 
