@@ -12,6 +12,7 @@ from kanitts.codec.fast import FastStreamingDecoder
 from kanitts.codec.nanocodec import NanoCodec
 from kanitts.codec.shapes import (
     bucket_cap,
+    frame_sizes_up_to,
     graph_shapes,
     plan_calls,
     usable_frame_sizes,
@@ -108,4 +109,26 @@ def test_capped_pool_computes_the_same_audio(codec: NanoCodec) -> None:
 def test_worker_passes_the_cap(codec: NanoCodec) -> None:
     worker = CodecWorker(codec, max_streams=4, max_batch_frames=16)
     assert worker._pool.max_batch_frames == 16  # type: ignore[union-attr]
+    worker.close()
+
+
+def test_frame_sizes_up_to_the_largest_call() -> None:
+    assert frame_sizes_up_to(SIZES, 8) == (1, 2, 4, 8)
+    assert frame_sizes_up_to(SIZES, 5) == (1, 2, 4)
+    assert frame_sizes_up_to((8, 4), 1) == (1,)
+    with pytest.raises(ValueError):
+        frame_sizes_up_to(SIZES, 0)
+
+
+@pytest.mark.parametrize("first,chunk,sizes", [(1, 8, (1, 2, 4, 8)), (1, 4, (1, 2, 4)), (2, 3, (1, 2)),
+                                               (4, 1, (1, 2, 4)), (1, 1, (1,)), (1, 32, (1, 2, 4, 8))])
+def test_worker_captures_no_graph_for_more_frames_than_a_step_takes(codec: NanoCodec, first: int, chunk: int,
+                                                                   sizes: tuple[int, ...]) -> None:
+    """A step takes at most max(first_chunk_frames, chunk_frames) frames from a stream: the
+    worker's pool has no frame size (so no graph) above it."""
+    worker = CodecWorker(codec, max_streams=4, first_chunk_frames=first, chunk_frames=chunk)
+    pool = worker._pool
+    assert pool.frame_sizes == sizes  # type: ignore[union-attr]
+    assert {f for _, f in pool.graph_shapes()} == set(sizes)  # type: ignore[union-attr]
+    assert len(pool.graph_shapes()) == len(pool.buckets) * len(sizes)  # type: ignore[union-attr]
     worker.close()

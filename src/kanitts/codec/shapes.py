@@ -56,6 +56,16 @@ def usable_frame_sizes(sizes: Sequence[int], buckets: Sequence[int], max_batch_f
     return tuple(out)
 
 
+def frame_sizes_up_to(sizes: Sequence[int], most: int) -> tuple[int, ...]:
+    """``sizes`` (with 1 added), ascending, none above ``most`` frames: a caller that never
+    hands one call more than ``most`` frames per stream (the serving worker: its largest
+    chunk) never uses a larger frame size, so no graph needs capturing for it. Raises
+    ``ValueError`` for ``most < 1``."""
+    if most < 1:
+        raise ValueError("most must be >= 1 frame")
+    return tuple(sorted({int(f) for f in sizes if int(f) <= most} | {1}))
+
+
 def bucket_cap(buckets: Sequence[int], frames: int, max_batch_frames: int | None) -> int:
     """The largest bucket a call of ``frames`` frames may use: the largest with
     ``bucket * frames <= max_batch_frames`` (the smallest bucket if none fits; the largest

@@ -41,8 +41,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from kanitts.codec.fast import FastStreamingDecoder
+from kanitts.codec.fast import DEFAULT_FRAME_SIZES, FastStreamingDecoder
 from kanitts.codec.nanocodec import NanoCodec
+from kanitts.codec.shapes import frame_sizes_up_to
 from kanitts.codec.streaming import StreamingDecoder
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,9 @@ class CodecWorker:
     ``samples_per_frame`` samples per frame. Closing or cancelling the generator frees its
     slot and closes the producer. ``max_batch_frames`` (fast path; None: no cap) bounds the
     stream-frames of one decoder call and so the codec's activation memory
-    (:mod:`kanitts.codec.memory`): a larger step runs as several calls."""
+    (:mod:`kanitts.codec.memory`): a larger step runs as several calls. The fast path's
+    CUDA graphs cover ``max_streams`` rows and at most ``max(first_chunk_frames,
+    chunk_frames)`` frames per call: the most one step takes from a stream."""
 
     def __init__(
         self,
@@ -120,10 +123,13 @@ class CodecWorker:
         self._pool: StreamingDecoder | FastStreamingDecoder
         if fast:
             # "ops": compile only the fused pointwise pieces (seconds, not minutes) on CUDA;
-            # on the CPU the same fused forms run eagerly (no compile at start-up).
+            # on the CPU the same fused forms run eagerly (no compile at start-up). A step
+            # takes at most the larger chunk size of frames from a stream (``_plan``), so
+            # no graph is captured for more frames than that.
             self._pool = FastStreamingDecoder(
                 codec, max_streams, compile="ops" if codec.device.type == "cuda" else False,
                 max_batch_frames=max_batch_frames,
+                frame_sizes=frame_sizes_up_to(DEFAULT_FRAME_SIZES, max(first_chunk_frames, chunk_frames)),
             )
         else:
             self._pool = StreamingDecoder(codec, max_streams)

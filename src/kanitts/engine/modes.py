@@ -86,6 +86,17 @@ MODES: dict[str, dict[str, Any]] = {
     },
 }
 
+#: What a mode sets for the native engine alone (vLLM never sees these): ``blas_workspace_bytes``
+#: is the size of each cuBLAS workspace (:func:`kanitts.engine.device.limit_blas_workspace`;
+#: torch's default is 32 MiB per thread x stream that runs a matmul on Hopper). ``low_vram``'s
+#: decode steps are matrix-vector sized (<= 4 rows) and its prefills at most 2,048 tokens: 4 MiB
+#: (the least cuBLAS's guide recommends for a workspace given to it; 32 MiB on Hopper) instead
+#: of 32. Its saving and its cost in speed: ``scripts/lowvram_probe.py`` (variant
+#: ``cublas_4096_8`` restores 32 MiB through ``CUBLAS_WORKSPACE_CONFIG``).
+NATIVE_MODE_SETTINGS: dict[str, dict[str, Any]] = {
+    "low_vram": {"blas_workspace_bytes": 4 * MiB},
+}
+
 #: The preset names, in the order the docs and ``--help`` list them.
 MODE_NAMES: tuple[str, ...] = tuple(MODES)
 DEFAULT_MODE = "low_vram"
