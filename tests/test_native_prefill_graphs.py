@@ -203,3 +203,15 @@ async def test_seeded_streams_are_the_same_with_the_bucketed_prefill_on_or_off(t
     assert graphed >= 2 and eager == 0
     assert on == off
     assert len({tuple(s) for s in on[1:]}) == len(prompts)  # the streams really differ
+
+
+def test_the_admission_benchmark_measures_both_paths(tiny_model):
+    from kanitts.bench.native_prefill import measure_admission
+
+    rows = measure_admission(tiny_model, 64, device="cpu", dtype=torch.float32, groups=(1, 3), reps=2, warmup=1)
+    cap, *meas = rows
+    assert cap["step"] == "prefill_capture" and cap["graphs"] == 0  # graphs exist on CUDA only
+    assert [(r["path"], r["group"]) for r in meas[:4]] == [("eager", 1), ("graphed", 1), ("eager", 3), ("graphed", 3)]
+    assert len(meas) == 8 and all(r["first_token_ms_p50"] > 0 for r in meas)
+    assert meas[-1]["graphed_prefills"] == 2 * 2 * 3  # 2 prompts x 2 groups x 3 runs
+    assert all(r["same_first_tokens"] == 1.0 for r in meas if r["path"] == "graphed")  # float32 on the CPU
