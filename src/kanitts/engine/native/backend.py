@@ -113,9 +113,13 @@ class NativeBackend(GenerationBackend):
         step = DecodeStep(model, pool, sampler, graphs=self.cuda_graphs, compile=self.compile, dynamic=None)
         step.capture()
         prefill = None
-        if step.use_graphs:  # admission prefill of small groups as graphs, in the decode graphs' pool
+        if step.use_graphs:  # the admission prefill as graphs too, in the decode graphs' memory pool
             prefill = GroupPrefill(model, pool, sampler, runtime, graphs=True)
-            prefill.capture(step.mempool)
+            try:
+                prefill.capture(step.mempool)
+            except RuntimeError:  # a capture that fails costs the fast first token, not the engine
+                logger.exception("native engine: prefill graph capture failed; admissions use the eager prefill")
+                prefill = None
         self.model, self.kani2 = model, runtime
         self.scheduler = Scheduler(model, pool, sampler, step, max_prefill_tokens=self.max_prefill_tokens,
                                    stream_interval=self.stream_interval,
