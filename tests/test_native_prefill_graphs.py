@@ -15,7 +15,12 @@ from kanitts import tokens as tk
 from kanitts.engine.base import SamplingParams
 from kanitts.engine.native.backend import NativeBackend
 from kanitts.engine.native.graphs import DecodeStep
-from kanitts.engine.native.prefill_graphs import PREFILL_WIDTHS, GroupPrefill, group_buckets, width_buckets
+from kanitts.engine.native.prefill_graphs import (
+    PREFILL_WIDTHS,
+    GroupPrefill,
+    group_buckets,
+    width_buckets,
+)
 from kanitts.engine.native.sampler import Sampler
 from kanitts.engine.native.scheduler import Request, Scheduler
 from kanitts.engine.native.slots import SlotParams, SlotPool

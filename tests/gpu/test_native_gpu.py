@@ -140,7 +140,7 @@ def test_every_prefill_graph_matches_the_same_padded_prefill_run_eagerly(model_d
         sp = [SlotParams(prompt=pr, temperature=0.8, top_p=0.9, repetition_penalty=1.1, seed=i, min_tokens=0,
                          constrained=True, stop_ids=tk.STOP_TOKEN_IDS) for i, pr in enumerate(prompts)]
 
-        def state() -> list[torch.Tensor]:
+        def state(slots: list[int], w: int) -> list[torch.Tensor]:
             c = pool.cache
             big = [*c.k.values(), *c.v.values()]
             out = [t[slots, :w].clone() for t in big] + [t[slots].clone() for t in c.conv.values()]
@@ -150,7 +150,7 @@ def test_every_prefill_graph_matches_the_same_padded_prefill_run_eagerly(model_d
         for gp in (graphed, eager):
             pool.admit(slots, sp)
             first = gp.run(slots, prompts).tolist()
-            runs.append((first, state()))
+            runs.append((first, state(slots, w)))
         (fg, sg), (fe, se) = runs
         assert fg == fe, (g, w)
         assert all(torch.equal(a, b) for a, b in zip(sg, se)), (g, w)

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 import torch
 
 from kanitts.engine.base import GenerationBackend, SamplingParams
+from kanitts.engine.device import pick_device, pick_dtype
 from kanitts.engine.native.graphs import DecodeStep
 from kanitts.engine.native.kanitts2 import Kani2Runtime, load_native_model
 from kanitts.engine.native.model import Lfm2
@@ -33,7 +34,6 @@ from kanitts.engine.native.prefill_graphs import GroupPrefill
 from kanitts.engine.native.sampler import Sampler
 from kanitts.engine.native.scheduler import DONE, Request, Scheduler
 from kanitts.engine.native.slots import SlotParams, SlotPool
-from kanitts.engine.device import pick_device, pick_dtype
 from kanitts.tokens import with_opening
 
 logger = logging.getLogger(__name__)

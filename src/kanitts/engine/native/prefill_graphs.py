@@ -39,7 +39,12 @@ from typing import Any
 import torch
 
 from kanitts.engine.native.graphs import bucket_sizes, pick_bucket
-from kanitts.engine.native.kanitts2 import SPEAKER_PLACEHOLDER, Kani2Runtime, frame_positions, splice_speaker
+from kanitts.engine.native.kanitts2 import (
+    SPEAKER_PLACEHOLDER,
+    Kani2Runtime,
+    frame_positions,
+    splice_speaker,
+)
 from kanitts.engine.native.model import Lfm2
 from kanitts.engine.native.sampler import Sampler
 from kanitts.engine.native.slots import SlotPool
