@@ -46,8 +46,8 @@ class NativeBackend(GenerationBackend):
     ``max_prefill_tokens`` bounds one batched prefill (padded tokens); ``stream_interval``
     tokens are handed over at a time (4 = one codec frame) at first, then in growing groups
     up to ``max_stream_interval`` tokens (None: no growth); ``cuda_graphs`` (CUDA only)
-    graphs the decode step and the admission prefill; ``compile`` fuses the decode step with Inductor (any device; a C++ compiler on
-    CPU). ``force_opening`` teacher-forces ``[START_OF_AI, START_OF_SPEECH]`` after a prompt
+    graphs the decode step and the admission prefill; ``compile`` fuses the decode step
+    with Inductor (any device; a C++ compiler on CPU). ``force_opening`` teacher-forces ``[START_OF_AI, START_OF_SPEECH]`` after a prompt
     ending with END_OF_HUMAN (as the other backends do).
 
     KaniTTS-2 checkpoints are detected at load (:mod:`kanitts.engine.native.kanitts2`); then
