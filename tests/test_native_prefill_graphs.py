@@ -2,7 +2,8 @@
 padded to group and width buckets it gives the unpadded eager prefill's first tokens and slot
 state, never writes a slot outside its group, falls back to the eager path where it must, and
 a seeded stream is the same with it on or off, for v1 and KaniTTS-2 models. (On CUDA the
-same padded computation is captured as graphs: tests/gpu/test_native_gpu.py.)"""
+same padded computation is captured as graphs: tests/gpu/test_native_gpu.py; here Dynamo checks
+it traces without a host sync.)"""
 
 from __future__ import annotations
 
@@ -47,6 +48,11 @@ def params(prompt: list[int], i: int, constrained: bool = True) -> SlotParams:
 @pytest.fixture(scope="module")
 def model(tiny_model):
     return load_lfm2(tiny_model, "cpu", torch.float32)
+
+
+@pytest.fixture(scope="module")
+def k2_model(tmp_path_factory) -> str:
+    return str(write_kanitts2_model(tmp_path_factory.mktemp("k2"), seed=3, audio_step=0.5, learnable_rope=True))
 
 
 @pytest.fixture(scope="module")
@@ -196,12 +202,31 @@ def _unit(seed: int) -> tuple[float, ...]:
 
 
 @pytest.mark.parametrize("kind", ["v1", "kanitts2"])
-async def test_seeded_streams_are_the_same_with_the_bucketed_prefill_on_or_off(tiny_model, tmp_path_factory, kind):
+def test_the_padded_prefill_traces_as_one_graph_without_host_syncs(tiny_model, k2_model, kind):
+    """What a CUDA graph needs of it, checked on the CPU: Dynamo traces the whole admission
+    (prefill, state writes, sampling) as one graph, no break (a host sync would break it)."""
+    import torch._dynamo
+
+    from kanitts.engine.native.kanitts2 import load_native_model
+
+    m, k2 = load_native_model(k2_model if kind == "kanitts2" else tiny_model, "cpu", torch.float32)
+    pool = SlotPool(m, 8, MAX_LEN)
+    gp = GroupPrefill(m, pool, Sampler(m, pool), None if k2 is None else k2.runtime(pool.size))
+    gp._set_lengths(4, 32)
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        ex = torch._dynamo.explain(gp._forward)(4, 32)
+    torch._dynamo.reset()
+    assert (ex.graph_count, ex.graph_break_count) == (1, 0), ex.break_reasons
+
+
+@pytest.mark.parametrize("kind", ["v1", "kanitts2"])
+async def test_seeded_streams_are_the_same_with_the_bucketed_prefill_on_or_off(tiny_model, k2_model, kind):
     prompts = [[tk.START_OF_HUMAN, tk.START_OF_TEXT, *range(40, 44 + 3 * i), tk.END_OF_TEXT, tk.END_OF_HUMAN]
                for i in range(6)]
     path, speakers = tiny_model, None
     if kind == "kanitts2":
-        path = str(write_kanitts2_model(tmp_path_factory.mktemp("k2"), seed=3, audio_step=0.5, learnable_rope=True))
+        path = k2_model
         speakers = [_unit(i) if i % 2 == 0 else None for i in range(6)]
     on, graphed = await _streams(path, True, prompts, speakers)
     off, eager = await _streams(path, False, prompts, speakers)
