@@ -99,10 +99,24 @@ def test_buckets_are_aligned_and_capped():
     assert all(w % 16 == 0 for w in PREFILL_WIDTHS)
 
 
+def test_graphs_hold_at_most_max_rows_and_wide_groups_replay_in_smaller_chunks(model):
+    pool = SlotPool(model, SLOTS, 256)
+    gp = GroupPrefill(model, pool, Sampler(model, pool))
+    assert gp.groups == [1, 2, 4, 8] and gp.widths == list(PREFILL_WIDTHS)
+    assert len(gp.keys) == 4 * 8 - 2 and (8, 128) in gp.keys and (4, 256) in gp.keys
+    assert (8, 192) not in gp.keys and (8, 256) not in gp.keys
+    seen: list[tuple[int, int]] = []
+    gp._forward = lambda g, w: seen.append((g, w))  # type: ignore[method-assign]
+    gp.run(list(range(8)), [prompt_of(20 if i else 200) for i in range(8)])
+    gp.run(list(range(5)), [prompt_of(30) for _ in range(5)])
+    assert seen == [(4, 256), (4, 32), (8, 32)]
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("base", [14, 17])  # the rows cross the 16-wide bucket's edge
-@pytest.mark.parametrize("buckets", [{}, {"widths": [16, 48], "groups": [1, 2]}],
-                         ids=["default-buckets", "coarse-widths-chunked-groups"])
+@pytest.mark.parametrize("buckets", [{}, {"widths": [16, 48], "groups": [1, 2]},
+                                     {"widths": [16, 48], "groups": [1, 2, 4], "max_rows": 64}],
+                         ids=["default-buckets", "coarse-widths-chunked-groups", "chunked-by-padded-rows"])
 def test_the_padded_prefill_gives_the_eager_prefills_tokens_and_state(model, loop, n, base, buckets):
     prompts = [prompt_of(base + 3 * i, salt=i) for i in range(n)]
     eager = scheduler(model, loop, prefill=False)

@@ -128,13 +128,14 @@ def test_every_prefill_graph_matches_the_same_padded_prefill_run_eagerly(model_d
     step.capture()
     graphed = GroupPrefill(m, pool, sampler, graphs=True)
     graphed.capture(step.mempool)
-    assert len(graphed.graphs) == 4 * 8, sorted(graphed.graphs)
+    # groups 1, 2, 4, 8 x widths 16 ... 256, at most 1,024 padded rows: 8 x 192 and 8 x 256 run as 2 x 4
+    assert sorted(graphed.graphs) == sorted(graphed.keys) and len(graphed.graphs) == 4 * 8 - 2
     print(f"{len(graphed.graphs)} prefill graphs in {graphed.capture_seconds:.1f} s, "
           f"+{graphed.pool_growth_mib:.0f} MiB reserved")
     eager = GroupPrefill(m, pool, sampler, graphs=False)
     agree = total = 0
     for g, w in sorted(graphed.graphs):
-        n = max(1, g - 1)
+        n = g if g <= 2 else g - 1  # with pad rows where the bucket below does not hold the group
         slots = list(range(3, 3 + n))
         prompts = [[tk.START_OF_HUMAN, *range(300, 300 + w - i - 4), tk.END_OF_HUMAN, *tk.OPENING] for i in range(n)]
         sp = [SlotParams(prompt=pr, temperature=0.8, top_p=0.9, repetition_penalty=1.1, seed=i, min_tokens=0,

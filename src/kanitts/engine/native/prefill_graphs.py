@@ -10,6 +10,8 @@ Python.
 * **group buckets** ``1, 2, 4, 8`` (capped by the pool size): a group of ``n`` runs as the
   smallest bucket holding it; a larger group runs as several replays of at most 8 rows, in
   order (each row's state depends only on its own prompt, so chunks give the same result).
+  A graph holds at most :data:`MAX_GRAPH_ROWS` padded rows (group x width), so groups of
+  wide prompts replay in smaller chunks (8 x 256 -> 2 x (4 x 256)).
 * **width buckets** :data:`PREFILL_WIDTHS` (capped by ``max_model_len``): multiples of
   :data:`PREFILL_ALIGN`, every one up to 64 (where TTS prompts are: 20-60 tokens plus the
   opening and the speaker row), coarser up to 256 (a prefill of 8 x 256 rows is still
@@ -57,6 +59,9 @@ PREFILL_ALIGN = 16
 PREFILL_WIDTHS = (16, 32, 48, 64, 96, 128, 192, 256)
 #: The largest group one graph replay prefills.
 MAX_GRAPH_GROUP = 8
+#: The most padded rows (group x width) one prefill graph holds: its temporaries (~50 KB a row
+#: for the 350M model) set the memory pool's size, so 8 prompts of 129-256 rows run as 2 x 4.
+MAX_GRAPH_ROWS = 1024
 #: Integer inputs per row besides the ids: slot, length, last prompt id, has a speaker row.
 _META = 4
 
@@ -75,19 +80,25 @@ class GroupPrefill:
     """Prefill + first token of admitted groups, graphed per (group, width) bucket on CUDA.
 
     ``groups`` / ``widths`` override the buckets (widths must be multiples of
-    :data:`PREFILL_ALIGN` and at most ``pool.max_len``). ``kani2``: the KaniTTS-2 runtime
+    :data:`PREFILL_ALIGN` and at most ``pool.max_len``), ``max_rows`` the padded rows a graph
+    may hold (:data:`MAX_GRAPH_ROWS`). ``kani2``: the KaniTTS-2 runtime
     (speaker rows, frame-level positions), None for v1. Call :meth:`capture` once, at
     start-up, while no slot is in use; then :meth:`run` per admitted group.
     """
 
     def __init__(self, model: Lfm2, pool: SlotPool, sampler: Sampler, kani2: Kani2Runtime | None = None, *,
-                 graphs: bool = False, groups: list[int] | None = None, widths: list[int] | None = None) -> None:
+                 graphs: bool = False, groups: list[int] | None = None, widths: list[int] | None = None,
+                 max_rows: int = MAX_GRAPH_ROWS) -> None:
         self.model, self.pool, self.sampler, self.kani2 = model, pool, sampler, kani2
         self.groups = groups or group_buckets(pool.size)
         self.widths = widths if widths is not None else width_buckets(pool.max_len)
         if any(w % PREFILL_ALIGN or w > pool.max_len for w in self.widths):
             raise ValueError(f"prefill widths must be multiples of {PREFILL_ALIGN} up to {pool.max_len}")
         self.use_graphs = graphs and model.device.type == "cuda"
+        self.max_rows = max(max_rows, max(self.widths, default=0))
+        #: the (group, width) buckets that get a graph: at most ``max_rows`` padded rows
+        self.keys = sorted(((g, w) for g in self.groups for w in self.widths if g * w <= self.max_rows),
+                           reverse=True)
         self.graphs: dict[tuple[int, int], Any] = {}
         self.capture_seconds = 0.0
         self.pool_growth_mib = 0.0
@@ -147,7 +158,7 @@ class GroupPrefill:
             small += [self.kani2.frame_pos, self.kani2.audio_count]
         saved = [t.clone() for t in small]
         seen0 = p.seen[:1].clone()
-        keys = sorted(((g, w) for g in self.groups for w in self.widths), reverse=True)
+        keys = self.keys
         mempool = mempool if mempool is not None else torch.cuda.graph_pool_handle()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -195,11 +206,12 @@ class GroupPrefill:
         if not all(self.covers(len(r)) for r in rows):
             raise ValueError(f"a prompt is wider than the widest prefill bucket ({self.max_width})")
         out = torch.empty(n, dtype=torch.int64, device=self.model.device)
-        step = max(self.groups)
+        widest = pick_bucket(max(len(r) for r in rows), self.widths)
+        step = max(g for g in self.groups if g * widest <= self.max_rows)
         for lo in range(0, n, step):
             hi = min(n, lo + step)
             g = pick_bucket(hi - lo, self.groups)
-            w = pick_bucket(max(len(r) for r in rows[lo:hi]), self.widths)
+            w = pick_bucket(max(len(r) for r in rows[lo:hi]), self.widths)  # g * w <= max_rows
             pick = [*range(lo, hi), *[hi - 1] * (g - (hi - lo))]  # pad rows repeat the last real row
             self._load(g, w, [rows[i] for i in pick], [slots[i] for i in pick],
                        [prompts[i][-1] for i in pick], [spk[i] for i in pick])
