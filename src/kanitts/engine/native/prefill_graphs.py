@@ -14,8 +14,8 @@ Python.
   wide prompts replay in smaller chunks (8 x 256 -> 2 x (4 x 256)).
 * **width buckets** :data:`PREFILL_WIDTHS` (capped by ``max_model_len``): multiples of
   :data:`PREFILL_ALIGN`, every one up to 64 (where TTS prompts are: 20-60 tokens plus the
-  opening and the speaker row), coarser up to 256 (fewer graphs where prompts are rarer; a
-  text piece is at most 300 characters). Wider prompts take the eager path.
+  opening and the speaker row), coarser up to 256 (fewer graphs where prompts are rarer).
+  Wider prompts take the eager path.
 * **padding**: a group padded to its bucket repeats its last real row (same slot, ids,
   length, last id, speaker): every write a pad row makes is the write the real row makes,
   with the same value (``index_copy_`` / ``index_put_`` with duplicate indices and equal
