@@ -16,6 +16,10 @@ Steps (any subset, in order):
            ms per step, ratio, set-up seconds (compile + capture), compiled graphs, graph breaks
            (``--compile-dynamic``: also compiled with dynamic sizes); ``engine --compile``: the
            engine end to end with the fused step (start-up seconds, RTF)
+  prefill  admission alone (the scheduler's ``_admit``: slot reset, prefill, state writes, first
+           token) from a submit-equivalent to the first tokens on the host, eager vs graphed
+           (``GroupPrefill``), same pool, same process, groups of 1, 4, 16, 64 at prompts of ~20
+           and ~60 rows: ms p50/min, host ms, prefill graphs captured, capture seconds, pool growth
 
 usage: python3 scripts/native_bench.py STEP... [--assets DIR] [--batches 1,64,256,512]
        [--max-len 1024] [--tokens 500] [--json FILE] [--compile] [--compile-dynamic]
@@ -190,6 +194,14 @@ def step_compile(args: argparse.Namespace) -> None:
     torch.cuda.empty_cache()
 
 
+def step_prefill(args: argparse.Namespace) -> None:
+    from kanitts.bench.native_prefill import measure_admission
+
+    for row in measure_admission(model_dir(args), args.max_len):
+        emit(args, row)
+    torch.cuda.empty_cache()
+
+
 async def _engine(args: argparse.Namespace) -> None:
     from kanitts.engine.base import SamplingParams
     from kanitts.engine.native.backend import NativeBackend
@@ -207,6 +219,8 @@ async def _engine(args: argparse.Namespace) -> None:
     emit(args, {"step": "engine_start", "compile": args.compile, "slots": slots, "max_len": args.max_len,
                 "startup_s": startup,
                 "graphs": len(backend.scheduler.step.graphs), "capture_s": sched.step.capture_seconds,
+                "prefill_graphs": len(sched.prefill.graphs) if sched.prefill else 0,
+                "prefill_capture_s": sched.prefill.capture_seconds if sched.prefill else 0.0,
                 "torch_reserved_mib": torch.cuda.memory_reserved() / 2**20, "smi_used_mib": smi_used_mib()})
     n_tok = args.tokens
 
@@ -338,7 +352,9 @@ def step_memory(args: argparse.Namespace) -> None:
                 "torch_allocated_mib": torch.cuda.memory_allocated() / m,
                 "torch_max_allocated_mib": torch.cuda.max_memory_allocated() / m,
                 "torch_reserved_mib": torch.cuda.memory_reserved() / m,
-                "graphs": len(backend.scheduler.step.graphs), "startup_s": backend.startup_seconds})
+                "graphs": len(backend.scheduler.step.graphs), "startup_s": backend.startup_seconds,
+                "prefill_graphs": len(backend.scheduler.prefill.graphs) if backend.scheduler.prefill else 0,
+                "prefill_pool_growth_mib": backend.scheduler.prefill.pool_growth_mib if backend.scheduler.prefill else 0.0})
     asyncio.run(backend.close())
 
 
@@ -422,7 +438,8 @@ def step_lowvram(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("steps", nargs="+", choices=["assets", "step", "engine", "memory", "lowvram", "compile", "gil"])
+    ap.add_argument("steps", nargs="+",
+                    choices=["assets", "step", "engine", "memory", "lowvram", "compile", "gil", "prefill"])
     ap.add_argument("--assets", default="/tmp/kanitts-native")
     ap.add_argument("--batches", default="1,64,256,512")
     ap.add_argument("--max-len", type=int, default=1024)
@@ -441,7 +458,7 @@ def main() -> None:
         t0 = time.perf_counter()
         try:
             {"assets": step_assets, "step": step_step, "engine": step_engine, "gil": step_gil, "memory": step_memory,
-             "lowvram": step_lowvram, "compile": step_compile}[name](args)
+             "lowvram": step_lowvram, "compile": step_compile, "prefill": step_prefill}[name](args)
         except Exception:  # noqa: BLE001 - one failed step must not lose the others' figures
             log.error("step %s failed:\n%s", name, traceback.format_exc())
         log.info("step %s took %.1f s", name, time.perf_counter() - t0)

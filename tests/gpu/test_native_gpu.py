@@ -6,7 +6,8 @@ built by ``scripts/native_bench.py assets`` or here). Tolerances:
 * logits: our bf16 forward is no further from transformers' float32 forward than
   transformers' own bf16 forward is (x1.5, + 0.01 absolute), teacher-forced;
 * graphs: every (batch bucket, attention span) graph gives exactly the tokens of the same
-  step run eagerly (same kernels, same inputs);
+  step run eagerly (same kernels, same inputs); every (group, width) prefill graph gives
+  exactly the first tokens and slot state of the same padded prefill run eagerly;
 * an engine stream's frames are all valid, and a seeded stream repeats itself exactly when
   run again in the same batch shape.
 """
@@ -106,6 +107,94 @@ def test_every_graph_matches_the_eager_step(model_dir):
         assert all(torch.equal(e, g) for e, g in zip(eager, graphed)), (b, span)
         for t in graphed[-1].tolist():
             assert tk.AUDIO_TOKEN_START <= t < tk.AUDIO_TOKEN_END or t == tk.END_OF_SPEECH
+
+
+@torch.no_grad()
+def test_every_prefill_graph_matches_the_same_padded_prefill_run_eagerly(model_dir):
+    """Each (group, width) prefill graph, replayed, gives exactly the first tokens and slot
+    state of the same padded computation run eagerly (pad rows included: one short of the
+    group bucket); agreement with the scheduler's unpadded eager prefill is reported (bf16
+    kernels of other shapes may round differently)."""
+    from kanitts.engine.native.graphs import DecodeStep
+    from kanitts.engine.native.prefill_graphs import GroupPrefill
+    from kanitts.engine.native.sampler import Sampler
+    from kanitts.engine.native.slots import SlotParams, SlotPool
+    from kanitts.engine.native.weights import load_lfm2
+
+    m = load_lfm2(model_dir, "cuda", torch.bfloat16)
+    pool = SlotPool(m, 16, 512)
+    sampler = Sampler(m, pool)
+    step = DecodeStep(m, pool, sampler, graphs=True)
+    step.capture()
+    graphed = GroupPrefill(m, pool, sampler, graphs=True)
+    graphed.capture(step.mempool)
+    # groups 1, 2, 4, 8 x widths 16 ... 256, at most 1,024 padded rows: 8 x 192 and 8 x 256 run as 2 x 4
+    assert sorted(graphed.graphs) == sorted(graphed.keys) and len(graphed.graphs) == 4 * 8 - 2
+    print(f"{len(graphed.graphs)} prefill graphs in {graphed.capture_seconds:.1f} s, "
+          f"+{graphed.pool_growth_mib:.0f} MiB reserved")
+    eager = GroupPrefill(m, pool, sampler, graphs=False)
+    agree = total = 0
+    for g, w in sorted(graphed.graphs):
+        n = g if g <= 2 else g - 1  # with pad rows where the bucket below does not hold the group
+        slots = list(range(3, 3 + n))
+        prompts = [[tk.START_OF_HUMAN, *range(300, 300 + w - i - 4), tk.END_OF_HUMAN, *tk.OPENING] for i in range(n)]
+        sp = [SlotParams(prompt=pr, temperature=0.8, top_p=0.9, repetition_penalty=1.1, seed=i, min_tokens=0,
+                         constrained=True, stop_ids=tk.STOP_TOKEN_IDS) for i, pr in enumerate(prompts)]
+
+        def state(slots: list[int], w: int) -> list[torch.Tensor]:
+            c = pool.cache
+            big = [*c.k.values(), *c.v.values()]
+            out = [t[slots, :w].clone() for t in big] + [t[slots].clone() for t in c.conv.values()]
+            return out + [getattr(pool, k)[slots].clone() for k in ("cache_len", "rope_pos", "tok", "gen", "seen")]
+
+        runs = []
+        for gp in (graphed, eager):
+            pool.admit(slots, sp)
+            first = gp.run(slots, prompts).tolist()
+            runs.append((first, state(slots, w)))
+        (fg, sg), (fe, se) = runs
+        assert fg == fe, (g, w)
+        assert all(torch.equal(a, b) for a, b in zip(sg, se)), (g, w)
+        assert [int(x) for x in pool.gen[slots].tolist()] == [1] * n, (g, w)
+        for t in fg:
+            assert tk.AUDIO_TOKEN_START <= t < tk.AUDIO_TOKEN_START + tk.CODEBOOK_SIZE
+        # the scheduler's unpadded eager prefill of the same group
+        pool.admit(slots, sp)
+        idx = torch.tensor(slots, device="cuda")
+        ids = torch.zeros(n, w, dtype=torch.int64)
+        for i, pr in enumerate(prompts):
+            ids[i, : len(pr)] = torch.tensor(pr)
+        lens = torch.tensor([len(pr) for pr in prompts], device="cuda")
+        hidden = m.prefill(pool.cache, idx, ids.cuda(), lens)
+        pool.tok.index_copy_(0, idx, torch.tensor([pr[-1] for pr in prompts], device="cuda"))
+        ref = sampler.sample(hidden[torch.arange(n, device="cuda"), lens - 1], idx, False).tolist()
+        agree += sum(a == b for a, b in zip(ref, fg))
+        total += n
+    print(f"graphed vs unpadded eager prefill (bf16): {agree} of {total} first tokens equal")
+
+
+def test_engine_admits_through_the_prefill_graphs(model_dir):
+    from kanitts.engine.native.backend import NativeBackend
+
+    async def go() -> tuple[list[int], list[int], int]:
+        b = NativeBackend(model_dir, device="cuda", dtype="bfloat16", max_num_seqs=8, max_model_len=512)
+        await b.start()
+
+        async def one() -> list[int]:
+            out: list[int] = []
+            async for ids in b.stream(PROMPT, SamplingParams(seed=5, max_tokens=64)):
+                out += ids
+            return out
+
+        first, again = await one(), await one()
+        assert b.scheduler is not None and b.scheduler.prefill is not None
+        graphed = b.scheduler.stats.graphed_prefills
+        await b.close()
+        return first, again, graphed
+
+    first, again, graphed = asyncio.run(go())
+    assert graphed == 2 and first == again
+    tk.FrameParser().feed(first)
 
 
 def test_engine_streams_valid_frames_and_repeats_a_seeded_stream(model_dir):

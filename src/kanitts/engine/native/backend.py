@@ -2,7 +2,9 @@
 
 Our own LFM2 forward on a static slot pool, continuous batching in one worker thread, the
 codebook-only head with on-device sampling, and CUDA graphs per batch bucket on CUDA
-(eager on CPU/MPS). Needs only torch and safetensors (plus ``huggingface_hub`` for hub ids).
+(eager on CPU/MPS); on CUDA the admission prefill of prompts up to 256 rows is graphed too
+(:mod:`kanitts.engine.native.prefill_graphs`). Needs only torch and safetensors (plus
+``huggingface_hub`` for hub ids).
 
 Requests arriving in the same event-loop tick (a burst) are handed to the worker together,
 so they are admitted in one batched prefill where the prefill budget allows.
@@ -27,6 +29,7 @@ from kanitts.engine.base import GenerationBackend, SamplingParams
 from kanitts.engine.native.graphs import DecodeStep
 from kanitts.engine.native.kanitts2 import Kani2Runtime, load_native_model
 from kanitts.engine.native.model import Lfm2
+from kanitts.engine.native.prefill_graphs import GroupPrefill
 from kanitts.engine.native.sampler import Sampler
 from kanitts.engine.native.scheduler import DONE, Request, Scheduler
 from kanitts.engine.native.slots import SlotParams, SlotPool
@@ -42,9 +45,9 @@ class NativeBackend(GenerationBackend):
     ``max_num_seqs`` slots of ``max_model_len`` positions each are allocated at start;
     ``max_prefill_tokens`` bounds one batched prefill (padded tokens); ``stream_interval``
     tokens are handed over at a time (4 = one codec frame) at first, then in growing groups
-    up to ``max_stream_interval`` tokens (None: no growth); ``cuda_graphs`` applies on CUDA
-    only; ``compile`` fuses the decode step with Inductor (any device; a C++ compiler on
-    CPU). ``force_opening`` teacher-forces ``[START_OF_AI, START_OF_SPEECH]`` after a prompt
+    up to ``max_stream_interval`` tokens (None: no growth); ``cuda_graphs`` (CUDA only)
+    graphs the decode step and the admission prefill; ``compile`` fuses the decode step
+    with Inductor (any device; a C++ compiler on CPU). ``force_opening`` teacher-forces ``[START_OF_AI, START_OF_SPEECH]`` after a prompt
     ending with END_OF_HUMAN (as the other backends do).
 
     KaniTTS-2 checkpoints are detected at load (:mod:`kanitts.engine.native.kanitts2`); then
@@ -117,10 +120,19 @@ class NativeBackend(GenerationBackend):
         # graphs (batch 1 stays specialised) instead of one per batch bucket x attention span
         step = DecodeStep(model, pool, sampler, graphs=self.cuda_graphs, compile=self.compile, dynamic=None)
         step.capture()
+        prefill = None
+        if step.use_graphs:  # the admission prefill as graphs too, in the decode graphs' memory pool
+            prefill = GroupPrefill(model, pool, sampler, runtime, graphs=True)
+            try:
+                prefill.capture(step.mempool)
+            except RuntimeError:  # a capture that fails costs the fast first token, not the engine
+                logger.exception("native engine: prefill graph capture failed; admissions use the eager prefill")
+                prefill = None
         self.model, self.kani2 = model, runtime
         self.scheduler = Scheduler(model, pool, sampler, step, max_prefill_tokens=self.max_prefill_tokens,
                                    stream_interval=self.stream_interval,
-                                   max_stream_interval=self.max_stream_interval, kani2=runtime)
+                                   max_stream_interval=self.max_stream_interval, kani2=runtime,
+                                   prefill=prefill)
         logger.info("native engine: %.0f MiB of slot state", pool.cache.nbytes() / 2**20)
 
     async def _warm(self) -> None:

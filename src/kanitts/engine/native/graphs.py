@@ -87,6 +87,9 @@ class DecodeStep:
                     setattr(torch._dynamo.config, key, limit)
             self._fn = torch.compile(self._constrained_step, dynamic=dynamic, fullgraph=True)
         self.capture_seconds = 0.0
+        #: the graphs' memory pool (a ``torch.cuda.graph_pool_handle()``) once captured; the
+        #: prefill graphs are captured into it too
+        self.mempool: Any = None
 
     def _constrained_step(self, b: int, span: int) -> torch.Tensor:
         return self.step_eager(b, span, False)
@@ -104,15 +107,17 @@ class DecodeStep:
         p.rope_pos.index_copy_(0, rows, p.rope_pos[:b] + p.pos_step[:b] * act.to(torch.float32))
         return self.sampler.sample(hidden, slice(0, b), any_unconstrained)
 
-    def capture(self) -> None:
-        """Warm up and capture every (bucket, span) (CUDA only). Call while no slot is in use."""
+    def capture(self, mempool: Any = None) -> None:
+        """Warm up and capture every (bucket, span) (CUDA only) into ``mempool`` (None: a new
+        pool, kept in :attr:`mempool`). Call while no slot is in use."""
         if not self.use_graphs:
             return
         t0 = time.perf_counter()
         p = self.pool
         saved = p.active.clone()
         p.active.zero_()  # warm-up and capture must not advance any slot
-        mempool = torch.cuda.graph_pool_handle()
+        mempool = mempool if mempool is not None else torch.cuda.graph_pool_handle()
+        self.mempool = mempool
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         keys = [(b, a) for b in self.sizes for a in self.spans]

@@ -2,7 +2,8 @@
 
 Each iteration: drop cancelled requests (their slots are free for this very iteration),
 admit waiting requests into free slots (one batched prefill of their prompts, on their real
-lengths, at most ``max_prefill_tokens`` padded tokens), run one decode step for every slot
+lengths, at most ``max_prefill_tokens`` padded tokens; with a :class:`GroupPrefill`, prompts
+that fit its buckets run as CUDA-graph replays instead), run one decode step for every slot
 in use, then copy the new tokens to the host once (prefill and decode tokens together) and
 hand them to the requests' asyncio queues: one ``call_soon_threadsafe`` per event loop per
 iteration. Tokens are handed over ``stream_interval`` at a time (4 = one codec frame) for
@@ -29,13 +30,12 @@ import torch
 from kanitts.engine.native.graphs import DecodeStep
 from kanitts.engine.native.kanitts2 import Kani2Runtime
 from kanitts.engine.native.model import Lfm2
+from kanitts.engine.native.prefill_graphs import PREFILL_ALIGN, GroupPrefill
 from kanitts.engine.native.sampler import Sampler
 from kanitts.engine.native.slots import SlotParams, SlotPool, to_device
 
 logger = logging.getLogger(__name__)
 
-#: Prefill lengths are padded up to a multiple of this.
-PREFILL_ALIGN = 16
 #: Groups of ``stream_interval`` tokens handed over before groups start to grow.
 GROWTH_AFTER = 4
 #: Sentinel put on a request's queue when its stream ends normally.
@@ -77,6 +77,7 @@ class Request:
 class SchedulerStats:
     steps: int = 0
     prefills: int = 0
+    graphed_prefills: int = 0  # of ``prefills``: run by the :class:`GroupPrefill` (graphs on CUDA)
     tokens: int = 0
     finished: int = 0
     cancelled: int = 0
@@ -107,9 +108,12 @@ class Scheduler:
 
     def __init__(self, model: Lfm2, pool: SlotPool, sampler: Sampler, step: DecodeStep, *,
                  max_prefill_tokens: int = 4096, stream_interval: int = 4,
-                 max_stream_interval: int | None = None, kani2: Kani2Runtime | None = None) -> None:
+                 max_stream_interval: int | None = None, kani2: Kani2Runtime | None = None,
+                 prefill: GroupPrefill | None = None) -> None:
         self.model, self.pool, self.sampler, self.step = model, pool, sampler, step
         self.kani2 = kani2
+        #: the bucketed (graphed on CUDA) admission prefill; None: always the eager one
+        self.prefill = prefill
         self.max_prefill_tokens = max_prefill_tokens
         self.stream_interval = max(1, stream_interval)
         self.max_stream_interval = max(self.stream_interval, max_stream_interval or self.stream_interval)
@@ -265,6 +269,12 @@ class Scheduler:
         dev = self.model.device
         slots = [r.slot for r in group]
         pool.admit(slots, [r.slot_params for r in group])
+        self.stats.prefills += 1
+        if (self.prefill is not None and self.prefill.covers(longest)
+                and all(r.slot_params.constrained for r in group)):
+            self._first = self.prefill.run(slots, [r.prompt for r in group], [r.speaker_embedding for r in group])
+            self.stats.graphed_prefills += 1
+            return group
         longest = self.prefill_width(longest)
         ids = torch.zeros(len(group), longest, dtype=torch.int64)
         for i, r in enumerate(group):
@@ -285,7 +295,6 @@ class Scheduler:
         pool.rope_pos.index_copy_(0, idx, lens.to(torch.float32))
         pool.tok.index_copy_(0, idx, last)
         self._first = self.sampler.sample(h_last, idx, any(not r.slot_params.constrained for r in group))
-        self.stats.prefills += 1
         return group
 
     def prefill_width(self, rows: int) -> int:
