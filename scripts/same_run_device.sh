@@ -9,7 +9,8 @@
 #   (scripts/native_bench.py RESULT rows), codec.txt, log-BACKEND-LABEL.txt (server logs).
 # EARGS (engine JSON, default {"max_num_seqs": 1024}) and LABEL change the HTTP steps' engine and label.
 # Usage: bash scripts/same_run_device.sh STEP...
-#   steps: assets vllm native native_switch native_proc gil compile codec lowvram gputest
+#   steps: assets vllm native native_switch native_proc native_compile gil prefill compile codec lowvram
+#          lowvram_probe gputest
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 T0=$(date +%s)
@@ -42,6 +43,12 @@ for s in "$@"; do
                      http native switch-0.5ms ;;
     # the engine in its own process (a one-replica ReplicaPool: --gpus 0), codec in the server
     native_proc) http native engine-process "{\"max_num_seqs\": $MAXSEQS, \"gpus\": \"0\"}" ;;
+    native_compile) http native compiled "{\"max_num_seqs\": $MAXSEQS, \"compile\": true}" ;;
+    prefill) timeout $(box ${T_PREFILL:-120}) python3 scripts/native_bench.py prefill --assets $A --json "$J" 2>&1 \
+               | tee -a "$OUT/steps.log" | grep -E "RESULT|rror|took" | cut -c1-500 ;;
+    lowvram_probe) timeout $(box ${T_PROBE:-200}) python3 scripts/lowvram_probe.py --assets $A --json "$OUT/lowvram.json" \
+                     --variants "${PROBE_VARIANTS:-baseline,combo,no_cudnn,engine_eager}" --budget-s $(( $(box ${T_PROBE:-200}) - 10 )) 2>&1 \
+                     | tee -a "$OUT/steps.log" | grep -E "RESULT|rror|summary|skipped" | cut -c1-600 ;;
     gil) timeout $(box 120) python3 scripts/native_bench.py gil --assets $A --batches 256 --json "$J" 2>&1 \
            | tee -a "$OUT/steps.log" | grep -E "RESULT|rror" | cut -c1-400 ;;
     compile) timeout $(box ${T_COMPILE:-200}) python3 scripts/native_bench.py compile --assets $A --json "$J" 2>&1 \
