@@ -59,8 +59,9 @@ log = logging.getLogger("lowvram_probe")
 MiB = 2**20
 
 #: name -> (environment set for the child process, in-process options). ``baseline`` is what
-#: ``kanitts serve --mode low_vram`` builds for one model today (4 codec streams; 4 MiB cuBLAS
-#: workspaces where torch has ``cublas_workspace_size``, the row's ``cublas_workspace_bytes``);
+#: ``kanitts serve --mode low_vram`` builds for one model today (4 codec streams; the preset's
+#: process environment, ``kanitts.engine.modes.NATIVE_MODE_ENV``: expandable segments, 128 KiB
+#: cuBLAS workspaces; ``mode_env_off`` undoes it);
 #: ``run4`` is what ``native_bench.py lowvram`` measured in BENCHMARKS.md's run 4 (the codec
 #: sized for the default three languages, 12 streams, and torch's 32 MiB workspaces); an
 #: explicit ``CUBLAS_WORKSPACE_CONFIG`` (``cublas_*``) overrides the preset's size. Options:
@@ -84,6 +85,8 @@ MiB = 2**20
 #: workspaces come on top of the server's, so compare its later parts, not its total).
 VARIANTS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     "baseline": ({}, {}),
+    # the preset's process environment undone (torch's defaults: 32 MiB cuBLAS workspaces)
+    "mode_env_off": ({"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:False", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}, {}),
     "codec12": ({}, {"multi_language": True}),
     "run4": ({"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}, {"multi_language": True}),
     "server_order": ({}, {"codec_first": True}),
@@ -397,7 +400,8 @@ def run_parent(args: argparse.Namespace) -> int:
             rows.append({"variant": name, "skipped": f"budget of {args.budget_s} s spent"})
             log.info("RESULT %s", json.dumps(rows[-1]))
             continue
-        env = {**os.environ, **VARIANTS[name][0]}
+        # what `kanitts serve --mode low_vram` sets before CUDA starts, then the variant's own
+        env = {**os.environ, **_serving_env(args), **VARIANTS[name][0]}
         idle = smi_used_mib()
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory() as tmp:
@@ -423,6 +427,17 @@ def run_parent(args: argparse.Namespace) -> int:
              "\n".join(_summary(r) if "deltas" in r else f"{r['variant']:<18} {r.get('error') or r.get('skipped')}"
                        for r in rows))
     return 0 if all("deltas" in r or "skipped" in r for r in rows) else 1
+
+
+def _serving_env(args: argparse.Namespace) -> dict[str, str]:
+    """The product's process environment for the one-model low_vram server on CUDA
+    (:func:`kanitts.engine.factory.process_env`; empty on the CPU)."""
+    if not args.device.startswith("cuda"):
+        return {}
+    from kanitts.config import Settings
+    from kanitts.engine.factory import process_env
+
+    return process_env(Settings(engine={"mode": "low_vram", "backend": "native", "device": args.device}))
 
 
 def main() -> int:

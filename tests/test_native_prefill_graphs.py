@@ -17,6 +17,8 @@ from kanitts.engine.base import SamplingParams
 from kanitts.engine.native.backend import NativeBackend
 from kanitts.engine.native.graphs import DecodeStep
 from kanitts.engine.native.prefill_graphs import (
+    MAX_GRAPH_ROWS,
+    MAX_GRAPHED_ADMISSION,
     PREFILL_WIDTHS,
     GroupPrefill,
     group_buckets,
@@ -101,7 +103,7 @@ def test_buckets_are_aligned_and_capped():
 
 def test_graphs_hold_at_most_max_rows_and_wide_groups_replay_in_smaller_chunks(model):
     pool = SlotPool(model, SLOTS, 256)
-    gp = GroupPrefill(model, pool, Sampler(model, pool))
+    gp = GroupPrefill(model, pool, Sampler(model, pool), max_rows=MAX_GRAPH_ROWS)
     assert gp.groups == [1, 2, 4, 8] and gp.widths == list(PREFILL_WIDTHS)
     assert len(gp.keys) == 4 * 8 - 2 and (8, 128) in gp.keys and (4, 256) in gp.keys
     assert (8, 192) not in gp.keys and (8, 256) not in gp.keys
@@ -110,6 +112,18 @@ def test_graphs_hold_at_most_max_rows_and_wide_groups_replay_in_smaller_chunks(m
     gp.run(list(range(8)), [prompt_of(20 if i else 200) for i in range(8)])
     gp.run(list(range(5)), [prompt_of(30) for _ in range(5)])
     assert seen == [(4, 256), (4, 32), (8, 32)]
+
+
+def test_a_small_pool_gets_graphs_of_fewer_rows_and_large_admissions_stay_eager(model):
+    small = SlotPool(model, 4, 2048)  # the low_vram preset's pool
+    gp = GroupPrefill(model, small, Sampler(model, small))
+    assert gp.max_rows == 256 and max(g * w for g, w in gp.keys) == 256
+    assert (1, 256) in gp.keys and (4, 64) in gp.keys and (4, 96) not in gp.keys
+    big = SlotPool(model, 64, 256)
+    gp = GroupPrefill(model, big, Sampler(model, big))
+    assert gp.max_rows == MAX_GRAPH_ROWS
+    assert gp.takes(MAX_GRAPHED_ADMISSION, 40) and not gp.takes(MAX_GRAPHED_ADMISSION + 1, 40)
+    assert not gp.takes(1, 257)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5])

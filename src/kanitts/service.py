@@ -57,6 +57,12 @@ class TTSService:
     async def start(self) -> None:
         """Load the codec and every active language's model; ``ready`` when done."""
         s = self.settings
+        from kanitts.engine.factory import apply_process_env
+
+        applied = apply_process_env(s)  # before this process first uses CUDA
+        if applied:
+            logger.info("process environment for engine.mode %s: %s", s.engine.mode,
+                        " ".join(f"{k}={v}" for k, v in applied.items()))
         langs = s.active_languages()
         for code in langs:
             self.status[code] = ModelStatus(code, s.languages[code].model)

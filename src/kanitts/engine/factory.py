@@ -44,6 +44,30 @@ def backend_kind(settings: Settings) -> str:
     return kind
 
 
+def process_env(settings: Settings) -> dict[str, str]:
+    """The environment a process serving with ``settings`` should have before CUDA starts
+    (:data:`kanitts.engine.modes.NATIVE_MODE_ENV` for the native engine on CUDA; nothing for
+    vLLM or another device)."""
+    from kanitts.engine.device import pick_device
+
+    if backend_kind(settings) != "native" or pick_device(settings.engine.device).type != "cuda":
+        return {}
+    from kanitts.engine.modes import NATIVE_MODE_ENV
+
+    return dict(NATIVE_MODE_ENV.get(settings.engine.mode, {}))
+
+
+def apply_process_env(settings: Settings) -> dict[str, str]:
+    """Set :func:`process_env`'s variables in ``os.environ`` where they are unset (an
+    operator's own value wins); returns the ones set. Call before the process first uses
+    CUDA: the allocator and cuBLAS read them once."""
+    import os
+
+    applied = {k: v for k, v in process_env(settings).items() if k not in os.environ}
+    os.environ.update(applied)
+    return applied
+
+
 def build_local_backend(settings: Settings, model_path: str, *, share: float = 1.0) -> GenerationBackend:
     """The configured backend for one model in this process, ignoring data parallelism
     (``share``: its fraction of GPU memory when several models share a card)."""
@@ -60,7 +84,7 @@ def build_local_backend(settings: Settings, model_path: str, *, share: float = 1
                 args["kv_cache_memory_bytes"] = int(args["kv_cache_memory_bytes"] * share)
         return VllmBackend(model_path, args, warmup=settings.engine.warmup)
     # native: the only other kind
-    from kanitts.engine.modes import NATIVE_MODE_SETTINGS, engine_args_for
+    from kanitts.engine.modes import engine_args_for
     from kanitts.engine.native.backend import NativeBackend
     from kanitts.tokens import NUM_CODEBOOKS
 
@@ -74,5 +98,4 @@ def build_local_backend(settings: Settings, model_path: str, *, share: float = 1
         max_stream_interval=NUM_CODEBOOKS * settings.codec.chunk_frames,
         cuda_graphs=not args.get("enforce_eager", False), warmup=settings.engine.warmup,
         compile=settings.engine.compile,
-        blas_workspace_bytes=NATIVE_MODE_SETTINGS.get(settings.engine.mode, {}).get("blas_workspace_bytes"),
     )

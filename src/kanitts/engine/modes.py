@@ -86,15 +86,16 @@ MODES: dict[str, dict[str, Any]] = {
     },
 }
 
-#: What a mode sets for the native engine alone (vLLM never sees these): ``blas_workspace_bytes``
-#: is the size of each cuBLAS workspace (:func:`kanitts.engine.device.limit_blas_workspace`;
-#: torch's default is 32 MiB per thread x stream that runs a matmul on Hopper). ``low_vram``'s
-#: decode steps are matrix-vector sized (<= 4 rows) and its prefills at most 2,048 tokens: 4 MiB
-#: (the least cuBLAS's guide recommends for a workspace given to it; 32 MiB on Hopper) instead
-#: of 32. Its saving and its cost in speed: ``scripts/lowvram_probe.py`` (variant
-#: ``cublas_4096_8`` restores 32 MiB through ``CUBLAS_WORKSPACE_CONFIG``).
-NATIVE_MODE_SETTINGS: dict[str, dict[str, Any]] = {
-    "low_vram": {"blas_workspace_bytes": 4 * MiB},
+#: Process environment a mode sets for the native engine's process, before CUDA starts, each
+#: variable only where the operator has not set it (vLLM never sees these):
+#: ``low_vram``: the caching allocator's expandable segments (less memory stranded in
+#: half-used segments) and cuBLAS workspaces of 128 KiB (``:16:8``) instead of torch's 32 MiB
+#: per thread x stream that runs a matmul on Hopper (its decode steps are <= 4 rows).
+#: Measured on the H200 with ``scripts/lowvram_probe.py`` (BENCHMARKS.md, run 5): whole-GPU
+#: peak 2,067 -> 1,909 MiB together with an allocator cache flush after start-up, streaming
+#: as fast.
+NATIVE_MODE_ENV: dict[str, dict[str, str]] = {
+    "low_vram": {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "CUBLAS_WORKSPACE_CONFIG": ":16:8"},
 }
 
 #: The preset names, in the order the docs and ``--help`` list them.

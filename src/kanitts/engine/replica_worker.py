@@ -82,7 +82,9 @@ async def _serve(index: int, conn: Any, settings: Any, model_path: str, share: f
     threading.Thread(target=reader, name="replica-reader", daemon=True).start()
     try:
         from kanitts.engine.base import SamplingParams
-        from kanitts.engine.factory import build_local_backend
+        from kanitts.engine.factory import apply_process_env, build_local_backend
+
+        apply_process_env(settings)  # before this process first uses CUDA
 
         eng = {"data_parallel_size": 1, "gpus": None}
         if gpu is not None and (settings.engine.device == "auto" or settings.engine.device.startswith("cuda")):

@@ -33,7 +33,7 @@ from kanitts.engine.native.prefill_graphs import GroupPrefill
 from kanitts.engine.native.sampler import Sampler
 from kanitts.engine.native.scheduler import DONE, Request, Scheduler
 from kanitts.engine.native.slots import SlotParams, SlotPool
-from kanitts.engine.device import limit_blas_workspace, pick_device, pick_dtype
+from kanitts.engine.device import pick_device, pick_dtype
 from kanitts.tokens import with_opening
 
 logger = logging.getLogger(__name__)
@@ -53,10 +53,6 @@ class NativeBackend(GenerationBackend):
     KaniTTS-2 checkpoints are detected at load (:mod:`kanitts.engine.native.kanitts2`); then
     ``SamplingParams.speaker_embedding`` (``speaker_emb_dim`` floats) gives a request its
     voice (one extra prompt row), and :attr:`kani2` is set. A v1 model rejects it (ValueError).
-
-    ``blas_workspace_bytes`` (CUDA; None: torch's default) sizes the cuBLAS workspaces the
-    engine's threads and streams create (:func:`kanitts.engine.device.limit_blas_workspace`,
-    process-wide, set before the model loads; the ``low_vram`` preset's 4 MiB).
     """
 
     name = "native"
@@ -65,7 +61,7 @@ class NativeBackend(GenerationBackend):
                  max_model_len: int = 2048, max_prefill_tokens: int = 4096, max_waiting: int = 1024,
                  stream_interval: int = 4, max_stream_interval: int | None = None,
                  cuda_graphs: bool = True, compile: bool = False,
-                 force_opening: bool = True, warmup: bool = False, blas_workspace_bytes: int | None = None) -> None:
+                 force_opening: bool = True, warmup: bool = False) -> None:
         super().__init__()
         self.model_id = model
         self.device = pick_device(device)
@@ -77,7 +73,6 @@ class NativeBackend(GenerationBackend):
         self.cuda_graphs, self.compile = cuda_graphs, compile
         self.force_opening = force_opening
         self.warmup = warmup
-        self.blas_workspace_bytes = blas_workspace_bytes
         self.model: Lfm2 | None = None
         #: KaniTTS-2 state (None for a v1 model)
         self.kani2: Kani2Runtime | None = None
@@ -102,14 +97,13 @@ class NativeBackend(GenerationBackend):
         self._ready = True
         if self.warmup:
             await self._warm()
+        if self.device.type == "cuda":  # hand back what start-up cached beyond the graph pools
+            await asyncio.to_thread(torch.cuda.empty_cache)
         self.startup_seconds = time.perf_counter() - t0
         logger.info("native engine ready in %.1f s (%d slots x %d positions, %s, %s)", self.startup_seconds,
                     self.max_num_seqs, self.max_model_len, self.device, self.dtype)
 
     def _build(self) -> None:
-        ws = self.blas_workspace_bytes
-        if self.device.type == "cuda" and ws is not None and limit_blas_workspace(ws):
-            logger.info("native engine: cuBLAS workspaces of %d KiB", ws // 1024)
         model, kani2 = load_native_model(self.model_id, self.device, self.dtype)
         pool = SlotPool(model, self.max_num_seqs, self.max_model_len)
         sampler = Sampler(model, pool)

@@ -62,6 +62,13 @@ MAX_GRAPH_GROUP = 8
 #: The most padded rows (group x width) one prefill graph holds: its temporaries (~50 KB a row
 #: for the 350M model) set the memory pool's size, so 8 prompts of 129-256 rows run as 2 x 4.
 MAX_GRAPH_ROWS = 1024
+#: ... and for a small pool at most this many per slot (the ``low_vram`` preset's 4 slots:
+#: 256 rows, 1 x 256 .. 4 x 64): its graph pool is then sized by its small decode steps.
+GRAPH_ROWS_PER_SLOT = 64
+#: The largest admission the graphs take (two replays of 8); a larger group runs the eager
+#: prefill, which is faster there (H200, 24-row prompts, submit -> first token: 16 prompts
+#: 4.9 ms graphed vs 9.7 eager; 64 prompts 18.4 ms graphed as 8 replays vs 11.0 eager).
+MAX_GRAPHED_ADMISSION = 2 * MAX_GRAPH_GROUP
 #: Integer inputs per row besides the ids: slot, length, last prompt id, has a speaker row.
 _META = 4
 
@@ -81,20 +88,23 @@ class GroupPrefill:
 
     ``groups`` / ``widths`` override the buckets (widths must be multiples of
     :data:`PREFILL_ALIGN` and at most ``pool.max_len``), ``max_rows`` the padded rows a graph
-    may hold (:data:`MAX_GRAPH_ROWS`). ``kani2``: the KaniTTS-2 runtime
+    may hold (default :data:`MAX_GRAPH_ROWS`, or :data:`GRAPH_ROWS_PER_SLOT` per slot when
+    fewer; never less than the widest width). ``kani2``: the KaniTTS-2 runtime
     (speaker rows, frame-level positions), None for v1. Call :meth:`capture` once, at
     start-up, while no slot is in use; then :meth:`run` per admitted group.
     """
 
     def __init__(self, model: Lfm2, pool: SlotPool, sampler: Sampler, kani2: Kani2Runtime | None = None, *,
                  graphs: bool = False, groups: list[int] | None = None, widths: list[int] | None = None,
-                 max_rows: int = MAX_GRAPH_ROWS) -> None:
+                 max_rows: int | None = None) -> None:
         self.model, self.pool, self.sampler, self.kani2 = model, pool, sampler, kani2
         self.groups = groups or group_buckets(pool.size)
         self.widths = widths if widths is not None else width_buckets(pool.max_len)
         if any(w % PREFILL_ALIGN or w > pool.max_len for w in self.widths):
             raise ValueError(f"prefill widths must be multiples of {PREFILL_ALIGN} up to {pool.max_len}")
         self.use_graphs = graphs and model.device.type == "cuda"
+        if max_rows is None:
+            max_rows = min(MAX_GRAPH_ROWS, GRAPH_ROWS_PER_SLOT * pool.size)
         self.max_rows = max(max_rows, max(self.widths, default=0))
         #: the (group, width) buckets that get a graph: at most ``max_rows`` padded rows
         self.keys = sorted(((g, w) for g in self.groups for w in self.widths if g * w <= self.max_rows),
@@ -117,6 +127,11 @@ class GroupPrefill:
     @property
     def max_width(self) -> int:
         return max(self.widths, default=0)
+
+    def takes(self, prompts: int, rows: int) -> bool:
+        """Whether an admission of ``prompts`` prompts, the widest filling ``rows`` cache
+        rows, should run here (:data:`MAX_GRAPHED_ADMISSION`, :meth:`covers`)."""
+        return prompts <= MAX_GRAPHED_ADMISSION and self.covers(rows)
 
     def covers(self, rows: int) -> bool:
         """Whether a prompt filling ``rows`` cache rows fits a width bucket."""

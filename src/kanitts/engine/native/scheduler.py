@@ -270,7 +270,7 @@ class Scheduler:
         slots = [r.slot for r in group]
         pool.admit(slots, [r.slot_params for r in group])
         self.stats.prefills += 1
-        if (self.prefill is not None and self.prefill.covers(longest)
+        if (self.prefill is not None and self.prefill.takes(len(group), longest)
                 and all(r.slot_params.constrained for r in group)):
             self._first = self.prefill.run(slots, [r.prompt for r in group], [r.speaker_embedding for r in group])
             self.stats.graphed_prefills += 1

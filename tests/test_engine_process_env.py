@@ -1,0 +1,63 @@
+"""The process environment a mode sets for the native engine before CUDA starts
+(``kanitts.engine.modes.NATIVE_MODE_ENV``): which settings get it, that an operator's own
+value wins, and that the server applies it when it starts (CPU: CUDA's presence is stood in
+for; the memory it saves is measured by scripts/lowvram_probe.py on the device)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from kanitts.config import Settings
+from kanitts.engine.factory import apply_process_env, process_env
+from kanitts.engine.modes import MODES, NATIVE_MODE_ENV
+
+KEYS = ("PYTORCH_CUDA_ALLOC_CONF", "CUBLAS_WORKSPACE_CONFIG")
+
+
+@pytest.fixture
+def cuda_present(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    saved = {k: os.environ.pop(k) for k in KEYS if k in os.environ}
+    yield
+    for k in KEYS:
+        os.environ.pop(k, None)
+    os.environ.update(saved)
+
+
+def test_only_low_vram_on_the_native_engine_on_cuda_gets_an_environment(cuda_present):
+    assert set(NATIVE_MODE_ENV) <= set(MODES)
+    env = {m: process_env(Settings(engine={"mode": m, "backend": "native"})) for m in MODES if m not in ("fp8", "bnb_4bit")}
+    assert env["low_vram"] == {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "CUBLAS_WORKSPACE_CONFIG": ":16:8"}
+    assert env["balanced"] == {} and env["high_performance"] == {}
+    assert process_env(Settings(engine={"mode": "low_vram", "backend": "vllm"})) == {}
+    assert process_env(Settings(engine={"mode": "low_vram", "backend": "native", "device": "cpu"})) == {}
+
+
+def test_an_operators_own_value_wins(cuda_present):
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    applied = apply_process_env(Settings(engine={"mode": "low_vram", "backend": "native"}))
+    assert applied == {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+
+
+async def test_the_server_applies_it_when_it_starts(cuda_present, tiny_model, tiny_codec, monkeypatch):
+    from _liveserver import tiny_settings
+
+    from kanitts.service import TTSService
+
+    svc = TTSService(tiny_settings(tiny_model, tiny_codec, engine={"device": "auto"},
+                                   codec={"device": "cpu", "dtype": "float32"}))
+    seen: dict[str, str | None] = {}
+
+    async def load_codec_stub() -> None:  # stop after the point that must come before CUDA
+        seen.update({k: os.environ.get(k) for k in KEYS})
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(svc, "_load_codec", load_codec_stub)
+    with pytest.raises(RuntimeError, match="stop here"):
+        await svc.start()
+    assert seen == {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "CUBLAS_WORKSPACE_CONFIG": ":16:8"}
