@@ -76,8 +76,9 @@ MiB = 2**20
 #: ``clear_cublas`` (also ``torch._C._cuda_clearCublasWorkspaces()`` first: the workspaces of
 #: streams no longer used -- the capture warm-up's -- go back; safe here because the engine's
 #: graphs were captured on their own stream and the codec's come later),
-#: ``engine_one_span`` (the decode graphs attend over all ``max_len`` positions: one graph
-#: per batch bucket instead of one per bucket x attention span; what the other spans cost),
+#: ``engine_one_span`` (True: the decode graphs attend over all ``max_len`` positions, one graph
+#: per batch bucket instead of one per bucket x attention span, as the low_vram preset now
+#: does; False, variant ``engine_spans``: one per bucket x span, what the spans cost),
 #: ``libs`` (right after the context, one small call into each library the server uses,
 #: marked apart: ``lib_cublas`` a bf16 matmul, ``lib_sdpa`` masked attention as the engine
 #: calls it, ``lib_cudnn`` a channels-last bf16 conv as the codec's, ``lib_sort`` the
@@ -100,6 +101,8 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     "clear_cublas": ({}, {"empty_cache": True, "clear_cublas": True}),
     "engine_eager": ({}, {"enforce_eager": True}),
     "engine_one_span": ({}, {"engine_one_span": True}),
+    # the decode graphs per attention span too (what low_vram's single span saves)
+    "engine_spans": ({}, {"engine_one_span": False}),
     "lazy_modules": ({"CUDA_MODULE_LOADING": "LAZY"}, {}),
     "empty_cache": ({}, {"empty_cache": True}),
     "libs": ({}, {"libs": True}),
@@ -267,14 +270,16 @@ def run_child(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         capture(self)
         marks.mark("engine_graphs")
 
-    if opts.get("engine_one_span"):
+    if opts.get("engine_one_span") is not None:
         step_cls = native_backend.DecodeStep
+        one = bool(opts["engine_one_span"])
 
-        class OneSpanStep(step_cls):  # type: ignore[misc, valid-type]
+        class SpanStep(step_cls):  # type: ignore[misc, valid-type]
             def __init__(self, model: Any, pool: Any, sampler: Any, **kw: Any) -> None:
-                super().__init__(model, pool, sampler, spans=[pool.max_len], **kw)
+                kw["spans"] = [pool.max_len] if one else None
+                super().__init__(model, pool, sampler, **kw)
 
-        native_backend.DecodeStep = OneSpanStep
+        native_backend.DecodeStep = SpanStep
     native_backend.load_native_model = load_marked
     native_backend.SlotPool = pool_marked
     native_backend.DecodeStep.capture = capture_marked

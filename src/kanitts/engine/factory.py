@@ -84,7 +84,7 @@ def build_local_backend(settings: Settings, model_path: str, *, share: float = 1
                 args["kv_cache_memory_bytes"] = int(args["kv_cache_memory_bytes"] * share)
         return VllmBackend(model_path, args, warmup=settings.engine.warmup)
     # native: the only other kind
-    from kanitts.engine.modes import engine_args_for
+    from kanitts.engine.modes import NATIVE_MODE_OPTIONS, engine_args_for
     from kanitts.engine.native.backend import NativeBackend
     from kanitts.tokens import NUM_CODEBOOKS
 
@@ -98,4 +98,5 @@ def build_local_backend(settings: Settings, model_path: str, *, share: float = 1
         max_stream_interval=NUM_CODEBOOKS * settings.codec.chunk_frames,
         cuda_graphs=not args.get("enforce_eager", False), warmup=settings.engine.warmup,
         compile=settings.engine.compile,
+        single_span=bool(NATIVE_MODE_OPTIONS.get(settings.engine.mode, {}).get("single_span", False)),
     )

@@ -53,6 +53,10 @@ class NativeBackend(GenerationBackend):
     KaniTTS-2 checkpoints are detected at load (:mod:`kanitts.engine.native.kanitts2`); then
     ``SamplingParams.speaker_embedding`` (``speaker_emb_dim`` floats) gives a request its
     voice (one extra prompt row), and :attr:`kani2` is set. A v1 model rejects it (ValueError).
+
+    ``single_span``: decode steps attend over all ``max_model_len`` positions, one graph per
+    batch bucket instead of one per bucket x attention span (less graph memory; each step
+    reads the whole KV cache: the ``low_vram`` preset, :data:`kanitts.engine.modes.NATIVE_MODE_OPTIONS`).
     """
 
     name = "native"
@@ -61,7 +65,7 @@ class NativeBackend(GenerationBackend):
                  max_model_len: int = 2048, max_prefill_tokens: int = 4096, max_waiting: int = 1024,
                  stream_interval: int = 4, max_stream_interval: int | None = None,
                  cuda_graphs: bool = True, compile: bool = False,
-                 force_opening: bool = True, warmup: bool = False) -> None:
+                 force_opening: bool = True, warmup: bool = False, single_span: bool = False) -> None:
         super().__init__()
         self.model_id = model
         self.device = pick_device(device)
@@ -73,6 +77,7 @@ class NativeBackend(GenerationBackend):
         self.cuda_graphs, self.compile = cuda_graphs, compile
         self.force_opening = force_opening
         self.warmup = warmup
+        self.single_span = single_span
         self.model: Lfm2 | None = None
         #: KaniTTS-2 state (None for a v1 model)
         self.kani2: Kani2Runtime | None = None
@@ -112,7 +117,9 @@ class NativeBackend(GenerationBackend):
             model.position_rule = runtime.decode_positions
         # dynamic=None: sizes turn symbolic after the first change, so start-up compiles a few
         # graphs (batch 1 stays specialised) instead of one per batch bucket x attention span
-        step = DecodeStep(model, pool, sampler, graphs=self.cuda_graphs, compile=self.compile, dynamic=None)
+        spans = [self.max_model_len] if self.single_span else None
+        step = DecodeStep(model, pool, sampler, graphs=self.cuda_graphs, compile=self.compile, dynamic=None,
+                          spans=spans)
         step.capture()
         prefill = None
         if step.use_graphs:  # the admission prefill as graphs too, in the decode graphs' memory pool

@@ -1,7 +1,8 @@
-"""The process environment a mode sets for the native engine before CUDA starts
-(``kanitts.engine.modes.NATIVE_MODE_ENV``): which settings get it, that an operator's own
-value wins, and that the server applies it when it starts (CPU: CUDA's presence is stood in
-for; the memory it saves is measured by scripts/lowvram_probe.py on the device)."""
+"""What a mode sets for the native engine alone: its process environment before CUDA starts
+(``kanitts.engine.modes.NATIVE_MODE_ENV``: which settings get it, that an operator's own
+value wins, that the server applies it when it starts; CPU: CUDA's presence is stood in
+for) and its options (``NATIVE_MODE_OPTIONS``: low_vram's single attention span). The
+memory they save is measured by scripts/lowvram_probe.py on the device."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from kanitts.config import Settings
+from kanitts.engine.base import SamplingParams
 from kanitts.engine.factory import apply_process_env, process_env
 from kanitts.engine.modes import MODES, NATIVE_MODE_ENV
 
@@ -61,3 +63,22 @@ async def test_the_server_applies_it_when_it_starts(cuda_present, tiny_model, ti
     with pytest.raises(RuntimeError, match="stop here"):
         await svc.start()
     assert seen == {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "CUBLAS_WORKSPACE_CONFIG": ":16:8"}
+
+
+@pytest.mark.parametrize("mode, spans", [("low_vram", [512]), ("balanced", [256, 512])])
+async def test_low_vram_decodes_over_one_attention_span(tiny_model, mode, spans):
+    from kanitts.engine.factory import build_local_backend
+    from kanitts.engine.modes import NATIVE_MODE_OPTIONS
+
+    assert set(NATIVE_MODE_OPTIONS) <= set(MODES)
+    settings = Settings(engine={"mode": mode, "backend": "native", "device": "cpu", "warmup": False,
+                                "max_num_seqs": 2, "max_model_len": 512})
+    backend = build_local_backend(settings, tiny_model)
+    await backend.start()
+    try:
+        assert backend.scheduler.step.spans == spans  # type: ignore[attr-defined]
+        got = [t async for ids in backend.stream([1, 2, 3], SamplingParams(seed=0, max_tokens=8, min_tokens=8))
+               for t in ids]
+        assert len(got) == 8
+    finally:
+        await backend.close()
