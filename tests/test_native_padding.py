@@ -5,8 +5,6 @@ device-side assert ended every stream)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from _wait import wait_for
 

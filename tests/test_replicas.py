@@ -15,6 +15,7 @@ import wave
 
 import pytest
 import pytest_asyncio
+from _wait import wait_for
 
 from kanitts import tokens as p
 from kanitts.config import load_settings
@@ -58,14 +59,6 @@ async def run(pool, n=60, seed=0):
 
 def served(pool):
     return [r["requests"] for r in pool.replica_status]
-
-
-async def wait_for(cond, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_build_backend_returns_a_pool(tiny_dir):
