@@ -226,10 +226,9 @@ def run_child(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     """Build and stream the low_vram server's parts in this process; the variant's row."""
     import torch
 
-    from kanitts import tokens as tk
+    from kanitts.bench.e2e_streams import stream_audio_seconds
     from kanitts.codec import CodecWorker, NanoCodec
     from kanitts.config import Settings
-    from kanitts.engine.base import SamplingParams
     from kanitts.engine.device import pick_dtype
     from kanitts.engine.factory import build_local_backend
     from kanitts.engine.native import backend as native_backend
@@ -342,24 +341,8 @@ def run_child(variant: str, args: argparse.Namespace) -> dict[str, Any]:
             torch.cuda.reset_peak_memory_stats()
             threading.Thread(target=poll, daemon=True).start()
 
-        async def one(i: int) -> float:
-            parser = tk.FrameParser()
-            params = SamplingParams(seed=i, max_tokens=args.tokens, min_tokens=args.tokens)
-            prompt = [tk.START_OF_HUMAN, 1, *range(300, 318), tk.END_OF_TEXT, tk.END_OF_HUMAN]
-
-            async def frames():
-                async for ids in backend.stream(prompt, params):
-                    f = parser.feed(ids)
-                    if f:
-                        yield f
-
-            samples = 0
-            async for pcm in worker.decode(frames()):
-                samples += len(pcm)
-            return samples / worker.sample_rate
-
         t0 = time.perf_counter()
-        audio = await asyncio.gather(*(one(i) for i in range(backend.max_num_seqs)))  # type: ignore[attr-defined]
+        audio = await stream_audio_seconds(backend, worker, backend.max_num_seqs, args.tokens)  # type: ignore[attr-defined]
         row["streams_audio_s"] = round(sum(audio), 2)
         row["streams_wall_s"] = round(time.perf_counter() - t0, 2)
         done.set()

@@ -42,9 +42,9 @@ from typing import Any
 import torch
 
 from kanitts import tokens as tk
+from kanitts.bench.e2e_streams import PROMPT, stream_audio_seconds
 
 log = logging.getLogger("native_bench")
-PROMPT = [tk.START_OF_HUMAN, 1, *range(300, 318), tk.END_OF_TEXT, tk.END_OF_HUMAN]  # ~20 text tokens
 
 
 def emit(args: argparse.Namespace, row: dict[str, Any]) -> None:
@@ -367,7 +367,6 @@ def step_lowvram(args: argparse.Namespace) -> None:
 
     from kanitts.codec import CodecWorker, NanoCodec
     from kanitts.config import Settings
-    from kanitts.engine.base import SamplingParams
     from kanitts.engine.factory import build_local_backend
     from kanitts.models import codec_pool_size
 
@@ -407,23 +406,8 @@ def step_lowvram(args: argparse.Namespace) -> None:
         row["smi_after_codec_warm_mib"] = smi_used_mib()
         threading.Thread(target=poll, daemon=True).start()
 
-        async def one(i: int) -> float:
-            parser = tk.FrameParser()
-            params = SamplingParams(seed=i, max_tokens=args.tokens, min_tokens=args.tokens)
-
-            async def frames():
-                async for ids in backend.stream(PROMPT, params):
-                    f = parser.feed(ids)
-                    if f:
-                        yield f
-
-            samples = 0
-            async for pcm in worker.decode(frames()):
-                samples += len(pcm)
-            return samples / worker.sample_rate
-
         t0 = time.perf_counter()
-        audio = await asyncio.gather(*(one(i) for i in range(backend.max_num_seqs)))  # type: ignore[attr-defined]
+        audio = await stream_audio_seconds(backend, worker, backend.max_num_seqs, args.tokens)  # type: ignore[attr-defined]
         row["streams_audio_s"] = sum(audio)
         row["streams_wall_s"] = time.perf_counter() - t0
         done.set()
