@@ -299,13 +299,40 @@ def _config_show(args: argparse.Namespace) -> int:
     if cli.pop("_single_model", None) is not None:
         cli.setdefault("languages", {})[settings.default_language] = {"model": args.model}
     rows = explain_settings(args.config, cli, settings=settings)
+    from kanitts.engine.factory import backend_kind, mode_values
+
+    preset = {f"engine.{k}": v for k, v in mode_values(settings).items()}
+    mode = settings.engine.mode
+    rows = [(k, preset[k], f"mode:{mode}") if k in preset else (k, v, s) for k, v, s in rows]
     if args.json:
         print(json.dumps([{"key": k, "value": v, "source": s} for k, v, s in rows], indent=2))
         return 0
     width = max(len(k) for k, _, _ in rows)
     for key, value, source in rows:
         print(f"{key:<{width}} = {json.dumps(value)}    # {source}")
+    if backend_kind(settings) == "native":
+        for line in _native_mode_notes(mode):
+            print(f"# {line}")
     return 0
+
+
+def _native_mode_notes(mode: str) -> list[str]:
+    """What ``mode`` sets for the native engine beyond the ``engine.*`` keys (its options and,
+    on CUDA, its process environment), one line each, for ``kanitts config show``."""
+    import os
+
+    from kanitts.engine.modes import NATIVE_MODE_ENV, NATIVE_MODE_OPTIONS
+
+    lines = []
+    if NATIVE_MODE_OPTIONS.get(mode, {}).get("single_span"):
+        lines.append(f"engine.mode {mode}: decode steps attend over all engine.max_model_len positions "
+                     "(on CUDA: one decode graph per batch bucket, not per bucket x span)")
+    env = NATIVE_MODE_ENV.get(mode, {})
+    if env:
+        given = " ".join(f"{k}={v}" + (f" (yours wins: {os.environ[k]})" if k in os.environ else "")
+                         for k, v in env.items())
+        lines.append(f"engine.mode {mode}, on CUDA: process environment {given}")
+    return lines
 
 
 def _say(args: argparse.Namespace) -> int:
