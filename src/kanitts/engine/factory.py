@@ -14,7 +14,6 @@ from typing import Any
 from kanitts.config import Settings
 from kanitts.engine.base import GenerationBackend
 
-
 #: engine.* options each backend honours (the others it ignores; start-up warns about any set
 #: away from its default, :func:`kanitts.preflight.ignored_engine_options`). vLLM takes its
 #: dtype from the mode preset; the native engine takes the mode's sizes but allocates its own
