@@ -120,6 +120,28 @@ def test_config_show_names_sources(tmp_path):
     assert rows["multi_language"]["value"] is False and rows["multi_language"]["source"] == "cli"
 
 
+def test_config_show_names_what_the_mode_sets():
+    """Engine keys left unset show the mode's value (only those the backend honours), and the
+    table names what the mode sets for the native engine beyond the keys."""
+    r = run("config", "show", "--json", env={"KANITTS_ENGINE__MAX_MODEL_LEN": "1024"})
+    rows = {row["key"]: row for row in json.loads(r.stdout)}
+    assert rows["engine.max_num_seqs"] == {"key": "engine.max_num_seqs", "value": 4, "source": "mode:low_vram"}
+    assert rows["engine.max_model_len"]["value"] == 1024 and rows["engine.max_model_len"]["source"] == "env"
+    # the native engine ignores vLLM's KV cache size; vLLM takes it from the preset
+    assert rows["engine.kv_cache_memory_bytes"]["value"] is None
+    r = run("config", "show", "--json", "--backend", "vllm")
+    rows = {row["key"]: row for row in json.loads(r.stdout)}
+    assert rows["engine.kv_cache_memory_bytes"] == {"key": "engine.kv_cache_memory_bytes", "value": 128 << 20,
+                                                    "source": "mode:low_vram"}
+    r = run("config", "show", env={"CUBLAS_WORKSPACE_CONFIG": ":4096:8"})
+    assert "engine.max_num_seqs" in r.stdout and "# mode:low_vram" in r.stdout
+    assert "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True" in r.stdout
+    assert "CUBLAS_WORKSPACE_CONFIG=:16:8 (yours wins: :4096:8)" in r.stdout
+    assert "attend over all engine.max_model_len positions" in r.stdout
+    r = run("config", "show", "--mode", "balanced")
+    assert "# mode:balanced" in r.stdout and "process environment" not in r.stdout
+
+
 def test_help_lists_commands():
     r = run("--help")
     for cmd in ("serve", "say", "bench", "make-tiny", "config"):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from kanitts import __version__
 from kanitts.audio import FORMATS, MAX_SPEED, MIN_SPEED, format_for_suffix
 from kanitts.engine import BACKEND_NAMES, DEPRECATED_BACKENDS
-from kanitts.engine.modes import MODE_NAMES
+from kanitts.engine.modes import MODE_NAMES, MODES, NATIVE_MODE_ENV, NATIVE_MODE_OPTIONS
 
 if TYPE_CHECKING:
     from kanitts.server.schemas import SpeechRequest
@@ -60,8 +60,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         + f" ({_config_default('engine.backend')})")
     p.add_argument("--device", help=f"auto | cpu | cuda | cuda:N | mps ({_config_default('engine.device')})")
     p.add_argument("--mode", choices=list(MODE_NAMES),
-                   help="performance mode: engine sizes for native and vLLM "
-                        f"({_config_default('engine.mode')})")
+                   help="performance mode: engine sizes for native and vLLM; "
+                        + ", ".join(m for m in MODE_NAMES if m in NATIVE_MODE_OPTIONS or m in NATIVE_MODE_ENV)
+                        + " also sets native-engine options and, on CUDA, process environment variables "
+                        f"('kanitts config show' lists what a mode sets) ({_config_default('engine.mode')})")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: off)")
 
 
@@ -76,14 +78,18 @@ def _add_engine(p: argparse.ArgumentParser, *, server: bool) -> None:
         g.add_argument(flag, help=f"{what} ({default}{preset})", **kw)
 
     opt("--gpu-memory-utilization", "fraction of GPU memory vLLM may use", type=float, metavar="FRACTION")
-    opt("--kv-cache-memory-bytes", "KV cache size in bytes", type=int, metavar="BYTES")
+    opt("--kv-cache-memory-bytes", "vLLM: KV cache size in bytes (the native engine sizes its own from "
+        "max-num-seqs x max-model-len)", type=int, metavar="BYTES")
     opt("--max-model-len", "longest sequence in tokens (prompt + audio)", type=int, metavar="TOKENS")
     opt("--max-num-seqs", "sequences generated at once", type=int, metavar="N")
-    opt("--max-num-batched-tokens", "tokens per engine step", type=int, metavar="N")
+    opt("--max-num-batched-tokens", "tokens per engine step (native: per batched prefill)", type=int, metavar="N")
     opt("--tensor-parallel-size", "GPUs one engine is split over", type=int, metavar="N")
     opt("--quantization", "vLLM quantization method (e.g. fp8)", metavar="METHOD")
+    eager_modes = [m for m, a in MODES.items() if a.get("enforce_eager")]
     g.add_argument("--enforce-eager", action="store_true", default=None,
-                   help="no CUDA graphs (vLLM and native; default: off, unless the mode's preset sets it)")
+                   help="no CUDA graphs (vLLM; native: neither the decode nor the prefill graphs) "
+                        f"(default: off{', on in ' + ', '.join(eager_modes) if eager_modes else ''}; "
+                        "engine.enforce_eager)")
     opt("--stream-interval", "tokens per streamed engine output (4 = one codec frame)", type=int, metavar="N")
     g.add_argument("--no-warmup", dest="warmup", action="store_false", default=None,
                    help="skip the start-up warm-up batch (default: warm up; engine.warmup = true)")
@@ -299,13 +305,40 @@ def _config_show(args: argparse.Namespace) -> int:
     if cli.pop("_single_model", None) is not None:
         cli.setdefault("languages", {})[settings.default_language] = {"model": args.model}
     rows = explain_settings(args.config, cli, settings=settings)
+    from kanitts.engine.factory import backend_kind, mode_values
+
+    preset = {f"engine.{k}": v for k, v in mode_values(settings).items()}
+    mode = settings.engine.mode
+    rows = [(k, preset[k], f"mode:{mode}") if k in preset else (k, v, s) for k, v, s in rows]
     if args.json:
         print(json.dumps([{"key": k, "value": v, "source": s} for k, v, s in rows], indent=2))
         return 0
     width = max(len(k) for k, _, _ in rows)
     for key, value, source in rows:
         print(f"{key:<{width}} = {json.dumps(value)}    # {source}")
+    if backend_kind(settings) == "native":
+        for line in _native_mode_notes(mode):
+            print(f"# {line}")
     return 0
+
+
+def _native_mode_notes(mode: str) -> list[str]:
+    """What ``mode`` sets for the native engine beyond the ``engine.*`` keys (its options and,
+    on CUDA, its process environment), one line each, for ``kanitts config show``."""
+    import os
+
+    from kanitts.engine.modes import NATIVE_MODE_ENV, NATIVE_MODE_OPTIONS
+
+    lines = []
+    if NATIVE_MODE_OPTIONS.get(mode, {}).get("single_span"):
+        lines.append(f"engine.mode {mode}: decode steps attend over all engine.max_model_len positions "
+                     "(on CUDA: one decode graph per batch bucket, not per bucket x span)")
+    env = NATIVE_MODE_ENV.get(mode, {})
+    if env:
+        given = " ".join(f"{k}={v}" + (f" (yours wins: {os.environ[k]})" if k in os.environ else "")
+                         for k, v in env.items())
+        lines.append(f"engine.mode {mode}, on CUDA: process environment {given}")
+    return lines
 
 
 def _say(args: argparse.Namespace) -> int:

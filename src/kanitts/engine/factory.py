@@ -9,9 +9,10 @@ of them. Nothing here imports the upper layers.
 
 from __future__ import annotations
 
+from typing import Any
+
 from kanitts.config import Settings
 from kanitts.engine.base import GenerationBackend
-
 
 #: engine.* options each backend honours (the others it ignores; start-up warns about any set
 #: away from its default, :func:`kanitts.preflight.ignored_engine_options`). vLLM takes its
@@ -42,6 +43,18 @@ def backend_kind(settings: Settings) -> str:
         args = engine_args_for(settings.engine.mode, "", settings.engine.vllm_overrides())
         kind = "vllm" if args.get("quantization") or int(args.get("tensor_parallel_size", 1)) > 1 else "native"
     return kind
+
+
+def mode_values(settings: Settings) -> dict[str, Any]:
+    """``engine.*`` keys left unset (None) that the mode's preset
+    (:data:`kanitts.engine.modes.MODES`) fills, for the backend ``settings`` resolve to: key
+    -> the preset's value, only keys that backend honours (:data:`HONOURED_ENGINE_OPTIONS`).
+    What ``kanitts config show`` prints for them."""
+    from kanitts.engine.modes import MODES
+
+    honoured = HONOURED_ENGINE_OPTIONS[backend_kind(settings)]
+    preset = MODES[settings.engine.mode]
+    return {k: preset[k] for k in sorted(honoured) if k in preset and getattr(settings.engine, k, 0) is None}
 
 
 def process_env(settings: Settings) -> dict[str, str]:

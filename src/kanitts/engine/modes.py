@@ -1,4 +1,8 @@
-"""Performance modes: named presets of vLLM engine arguments, overridable one by one.
+"""Performance modes: named presets of engine arguments (vLLM's names), overridable one by one.
+
+Both backends read the sizes (``max_num_seqs``, ``max_model_len``, ``max_num_batched_tokens``,
+``stream_interval``); the KV cache bytes, memory fraction and quantization are vLLM's. What a
+mode sets for the native engine alone is :data:`NATIVE_MODE_OPTIONS` and :data:`NATIVE_MODE_ENV`.
 
 =================  =====================================================================
 mode               intent
