@@ -90,6 +90,15 @@ MODES: dict[str, dict[str, Any]] = {
     },
 }
 
+#: Native-engine options a mode sets (vLLM never sees these): ``low_vram``'s decode graphs
+#: attend over all 2,048 positions (``single_span``; steps without graphs keep their spans):
+#: 3 graphs instead of 12, 12 MiB less on the H200 (whole-GPU peak 1,811 -> 1,799 MiB; its 4
+#: streams of 200 tokens took 0.35 s instead of 0.32: each step reads the 4 slots' whole KV
+#: cache, 96 MiB, beside 705 MiB of weights).
+NATIVE_MODE_OPTIONS: dict[str, dict[str, Any]] = {
+    "low_vram": {"single_span": True},
+}
+
 #: Process environment a mode sets for the native engine's process, before CUDA starts, each
 #: variable only where the operator has not set it (vLLM never sees these):
 #: ``low_vram``: the caching allocator's expandable segments (less memory stranded in
@@ -98,14 +107,6 @@ MODES: dict[str, dict[str, Any]] = {
 #: Measured on the H200 with ``scripts/lowvram_probe.py`` (BENCHMARKS.md, run 5): whole-GPU
 #: peak 2,067 -> 1,909 MiB together with an allocator cache flush after start-up, streaming
 #: as fast (run 5's first probe; the same server with smaller prefill graphs: 1,811).
-#: Native-engine options a mode sets (vLLM never sees these): ``low_vram``'s decode graphs
-#: attend over all 2,048 positions (``single_span``): 3 graphs instead of 12, 12 MiB less on the
-#: H200 (whole-GPU peak 1,811 -> 1,799 MiB; its 4 streams of 200 tokens took 0.35 s instead
-#: of 0.32: each step reads the 4 slots' whole KV cache, 96 MiB, beside 705 MiB of weights).
-NATIVE_MODE_OPTIONS: dict[str, dict[str, Any]] = {
-    "low_vram": {"single_span": True},
-}
-
 NATIVE_MODE_ENV: dict[str, dict[str, str]] = {
     "low_vram": {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "CUBLAS_WORKSPACE_CONFIG": ":16:8"},
 }

@@ -54,9 +54,9 @@ class NativeBackend(GenerationBackend):
     ``SamplingParams.speaker_embedding`` (``speaker_emb_dim`` floats) gives a request its
     voice (one extra prompt row), and :attr:`kani2` is set. A v1 model rejects it (ValueError).
 
-    ``single_span``: decode steps attend over all ``max_model_len`` positions, one graph per
-    batch bucket instead of one per bucket x attention span (less graph memory; each step
-    reads the whole KV cache: the ``low_vram`` preset, :data:`kanitts.engine.modes.NATIVE_MODE_OPTIONS`).
+    ``single_span``: graphed decode steps (CUDA) attend over all ``max_model_len`` positions,
+    one graph per batch bucket instead of one per bucket x attention span (less graph memory;
+    each step reads the whole KV cache; steps without graphs keep their spans: the ``low_vram`` preset, :data:`kanitts.engine.modes.NATIVE_MODE_OPTIONS`).
     """
 
     name = "native"
@@ -117,7 +117,10 @@ class NativeBackend(GenerationBackend):
             model.position_rule = runtime.decode_positions
         # dynamic=None: sizes turn symbolic after the first change, so start-up compiles a few
         # graphs (batch 1 stays specialised) instead of one per batch bucket x attention span
-        spans = [self.max_model_len] if self.single_span else None
+        # one span saves graph memory; without graphs (CPU, MPS, enforce_eager) it would only
+        # make every step attend over all positions
+        graphed = self.cuda_graphs and self.device.type == "cuda"
+        spans = [self.max_model_len] if self.single_span and graphed else None
         step = DecodeStep(model, pool, sampler, graphs=self.cuda_graphs, compile=self.compile, dynamic=None,
                           spans=spans)
         step.capture()
