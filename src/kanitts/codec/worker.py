@@ -150,6 +150,9 @@ class CodecWorker:
         self._free: list[int] = list(range(max_streams - 1, -1, -1))  # pop() -> lowest slot
         self._waiters: deque[asyncio.Future[int]] = deque()
         self._streams: dict[int, _Stream] = {}
+        #: Streams whose state changed since the last plan (frames in, end of input, room in
+        #: their queue, consumer gone), by slot: ``_plan`` looks at these, not at every stream.
+        self._ready: dict[int, _Stream] = {}
         self._wake = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -202,7 +205,7 @@ class CodecWorker:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                self._wake.set()  # the queue has room again: the stream may be planned
+                self._mark(stream)  # the queue has room again: the stream may be planned
                 yield item
         finally:
             stream.closed = True
@@ -215,7 +218,7 @@ class CodecWorker:
                     pass
             if self._scheduler is None or self._scheduler.done():
                 self._release(stream)  # no scheduler left to do it
-            self._wake.set()
+            self._mark(stream)
 
     def close(self) -> None:
         """Stop the scheduler, fail streams still running and release the thread.
@@ -312,7 +315,7 @@ class CodecWorker:
         try:
             async for batch in frames:
                 stream.pending.extend(self._checked(batch))
-                self._wake.set()
+                self._mark(stream)
                 while len(stream.pending) >= self.max_pending_frames and not stream.closed:
                     stream.space.clear()
                     await stream.space.wait()
@@ -324,7 +327,7 @@ class CodecWorker:
             stream.error = exc
         finally:
             stream.eos = True
-            self._wake.set()
+            self._mark(stream)
             aclose = getattr(frames, "aclose", None)
             if aclose is not None:
                 try:
@@ -333,9 +336,20 @@ class CodecWorker:
                     logger.debug("error closing frame producer", exc_info=True)
 
     # ------------------------------------------------------------------ scheduler
+    def _mark(self, stream: _Stream) -> None:
+        """``stream`` may have work for the scheduler: plan it next time and wake it."""
+        self._ready[stream.slot] = stream
+        self._wake.set()
+
     def _plan(self) -> dict[int, list[tuple[_Stream, list[list[int]]]]]:
+        """This step's chunks by frame count, from the streams marked since the last plan (a
+        stream skipped here is marked again by whatever lets it go on: frames, end of input,
+        room in its queue, its consumer leaving); releases closed streams, finishes ended ones."""
         groups: dict[int, list[tuple[_Stream, list[list[int]]]]] = {}
-        for stream in list(self._streams.values()):
+        ready, self._ready = self._ready, {}
+        for stream in ready.values():
+            if self._streams.get(stream.slot) is not stream:
+                continue  # released already
             if stream.closed:
                 self._release(stream)
                 continue
@@ -353,6 +367,8 @@ class CodecWorker:
             stream.started = True
             stream.space.set()
             groups.setdefault(n, []).append((stream, take))
+            if stream.pending or stream.eos:
+                self._ready[stream.slot] = stream  # the rest, or its end, in a later step
         return groups
 
     def _run_step(
