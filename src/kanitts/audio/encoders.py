@@ -56,6 +56,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from kanitts.offload import shared_threads
+
 AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 FORMATS: tuple[str, ...] = get_args(AudioFormat)
 
@@ -434,14 +436,13 @@ async def encode_stream(
     """
     enc = StreamEncoder(fmt, sample_rate, streaming=True, bitrate=bitrate)
     cheap = fmt in ("pcm", "wav")
-    loop = asyncio.get_running_loop()
     pending: asyncio.Future | None = None  # encoder call running in a worker thread
     try:
         async for chunk in chunks:
             if cheap or np.size(chunk) <= _INLINE_SAMPLES:
                 data = enc.encode(chunk)
             else:
-                pending = loop.run_in_executor(None, enc.encode, chunk)
+                pending = shared_threads.run(enc.encode, chunk)
                 data = await asyncio.shield(pending)
                 pending = None
             if data:
@@ -449,7 +450,7 @@ async def encode_stream(
         if cheap:
             data = enc.flush()
         else:
-            pending = loop.run_in_executor(None, enc.flush)
+            pending = shared_threads.run(enc.flush)
             data = await asyncio.shield(pending)
             pending = None
         if data:
