@@ -27,8 +27,8 @@ async def filter_stream(pcm: AsyncIterator[np.ndarray], make: "type[ChunkFilter]
 
     ``offload_above``: chunks after the first with more samples than this are processed on
     a worker thread (:data:`kanitts.offload.shared_threads`; one at a time, in order), for a
-    filter whose work releases the GIL: the event loop serves other streams meanwhile. The first chunk stays inline (time to first
-    audio: no thread hop)."""
+    filter whose work releases the GIL: the event loop serves other streams meanwhile. The
+    first chunk stays inline (time to first audio: no thread hop)."""
     try:
         if make is None:
             async for chunk in pcm:
