@@ -6,7 +6,8 @@ future: two futures, two done-callbacks and a ``threading.Condition`` taken from
 threads per call (~25 us of loop CPU each on the 2-core test machine, and lock convoys
 between the loop and the worker under load). :class:`WorkerThreads` hands the call over
 through a ``queue.SimpleQueue`` and returns the result with one ``call_soon_threadsafe``
-(~7 us); ``scripts/loop_overhead.py``'s per-chunk hops (resampling, encoding) go through it.
+(~7 us). The audio path's per-chunk hops (resampling, encoding) and the codec worker's steps
+go through it.
 """
 
 from __future__ import annotations
