@@ -203,6 +203,12 @@ def serve(port_q: Any, max_streams: int, log_path: str, instant: bool, deliver_f
         port_q.put(server.servers[0].sockets[0].getsockname()[1])
 
     threading.Thread(target=announce, daemon=True).start()
+    try:  # as `kanitts serve` does once its models have loaded (absent from older checkouts)
+        from kanitts.server.gc_freeze import freeze_startup_objects
+    except ImportError:
+        freeze_startup_objects = None
+    if freeze_startup_objects is not None:
+        freeze_startup_objects()
     server.run()  # the event loop on the main thread (its CPU: loop_cpu_s_per_audio_s)
 
 

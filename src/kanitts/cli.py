@@ -412,6 +412,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from kanitts.preflight import check_start
     from kanitts.server.app import create_app
+    from kanitts.server.gc_freeze import freeze_startup_objects
     from kanitts.server.shutdown import DrainingServer
 
     settings = settings_from_args(args)
@@ -431,7 +432,8 @@ def _serve(args: argparse.Namespace) -> int:
         if server_box:
             server_box[0].should_exit = True
 
-    app = create_app(settings, on_fatal=on_fatal)
+    # once the models are loaded: full GC collections in a burst skip the start-up objects
+    app = create_app(settings, on_fatal=on_fatal, on_ready=freeze_startup_objects)
     config = uvicorn.Config(
         app,
         host=host,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Protocol
 
 import numpy as np
+
+from kanitts.offload import shared_threads
 
 
 class ChunkFilter(Protocol):
@@ -25,20 +26,19 @@ async def filter_stream(pcm: AsyncIterator[np.ndarray], make: "type[ChunkFilter]
     (when it has ``aclose()``); errors from ``make`` are raised from the first chunk.
 
     ``offload_above``: chunks after the first with more samples than this are processed on
-    a worker thread (one at a time, in order), for a filter whose work releases the GIL: the
-    event loop serves other streams meanwhile. The first chunk stays inline (time to first
-    audio: no thread hop)."""
+    a worker thread (:data:`kanitts.offload.shared_threads`; one at a time, in order), for a
+    filter whose work releases the GIL: the event loop serves other streams meanwhile. The
+    first chunk stays inline (time to first audio: no thread hop)."""
     try:
         if make is None:
             async for chunk in pcm:
                 yield chunk
             return
         f = make(*args)
-        loop = asyncio.get_running_loop()
         first = True
         async for chunk in pcm:
             if offload_above is not None and not first and chunk.size > offload_above:
-                out = await loop.run_in_executor(None, f.process, chunk)
+                out = await shared_threads.run(f.process, chunk)
             else:
                 out = f.process(chunk)
             first = False

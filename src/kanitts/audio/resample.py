@@ -1,8 +1,9 @@
-"""Sample-rate conversion of mono float32 PCM, streaming-safe (FFmpeg's swr through PyAV).
+"""Sample-rate conversion of mono float32 PCM, streaming-safe (FFmpeg's libswresample).
 
 The model speaks at 22,050 Hz; OpenAI's ``pcm`` and SSE audio are 24,000 Hz, and clients
 may ask for any rate in [:data:`MIN_SAMPLE_RATE`, :data:`MAX_SAMPLE_RATE`].
-:class:`Resampler` keeps one ``av.AudioResampler`` (libswresample) per stream, so the
+:class:`Resampler` keeps one libswresample context per stream (:mod:`kanitts.audio.swr`,
+called directly; PyAV's ``av.AudioResampler`` when that library cannot be loaded), so the
 filter's history carries across chunks: resampling a stream chunk by chunk gives the same
 samples as resampling it in one piece (within one 16-bit LSB), with no clicks at chunk
 edges. ``flush()`` returns the filter's delayed tail at the end of the stream.
@@ -16,6 +17,7 @@ from fractions import Fraction
 import numpy as np
 
 from kanitts.audio.chunked import filter_stream
+from kanitts.audio.swr import SwrStream, load_swresample
 
 #: Output rates a request may ask for, in Hz.
 MIN_SAMPLE_RATE = 8_000
@@ -46,21 +48,28 @@ class Resampler:
         self.out_rate = int(out_rate)
         self._pts = 0
         self._swr = None
+        self._direct: SwrStream | None = None
         if self.in_rate != self.out_rate:
-            import av
+            lib = load_swresample()
+            if lib is not None:
+                self._direct = SwrStream(lib, self.in_rate, self.out_rate)
+            else:
+                import av
 
-            self._swr = av.AudioResampler(format="flt", layout="mono", rate=self.out_rate)
+                self._swr = av.AudioResampler(format="flt", layout="mono", rate=self.out_rate)
 
     @property
     def passthrough(self) -> bool:
-        return self._swr is None
+        return self._swr is None and self._direct is None
 
     def process(self, pcm: np.ndarray) -> np.ndarray:
-        if self._swr is None:
+        if self.passthrough:
             return pcm
         x = np.ascontiguousarray(pcm, dtype=np.float32).reshape(1, -1)
         if x.shape[1] == 0:
             return _EMPTY
+        if self._direct is not None:
+            return self._direct.process(x)
         import av
 
         frame = av.AudioFrame.from_ndarray(x, format="flt", layout="mono")
@@ -71,10 +80,11 @@ class Resampler:
         return _join(self._swr.resample(frame))
 
     def flush(self) -> np.ndarray:
+        if self._direct is not None:
+            return self._direct.flush()
         if self._swr is None:
             return _EMPTY
-        out = _join(self._swr.resample(None))
-        return out
+        return _join(self._swr.resample(None))
 
 
 def check_sample_rate(rate: int) -> int:

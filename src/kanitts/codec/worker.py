@@ -3,7 +3,7 @@
 Each :meth:`CodecWorker.decode` call owns one slot of a shared
 :class:`~kanitts.codec.streaming.StreamingDecoder` pool. A per-stream *pump* task reads
 the producer's frames into a small pending buffer; a single *scheduler* task on the event
-loop repeatedly plans a step and runs it on a one-thread executor, so torch work never
+loop repeatedly plans a step and runs it on one worker thread, so torch work never
 blocks the loop and the pool's state is only ever touched by that one thread.
 
 Planning (latency over batching): every stream with pending frames contributes
@@ -35,7 +35,6 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +44,7 @@ from kanitts.codec.fast import DEFAULT_FRAME_SIZES, FastStreamingDecoder
 from kanitts.codec.nanocodec import NanoCodec
 from kanitts.codec.shapes import frame_sizes_up_to
 from kanitts.codec.streaming import StreamingDecoder
+from kanitts.offload import WorkerThreads
 
 logger = logging.getLogger(__name__)
 
@@ -146,10 +146,15 @@ class CodecWorker:
         if codec.device.type == "cuda":
             self.stream = getattr(self._pool, "stream", None) or torch.cuda.Stream(codec.device)
             self.stream.wait_stream(torch.cuda.current_stream(codec.device))  # the pool's state is made
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kanitts-codec")
+        # One thread: the only one that touches the pool's state (kanitts.offload: a cheaper
+        # hop per step than run_in_executor).
+        self._thread = WorkerThreads(1, "kanitts-codec")
         self._free: list[int] = list(range(max_streams - 1, -1, -1))  # pop() -> lowest slot
         self._waiters: deque[asyncio.Future[int]] = deque()
         self._streams: dict[int, _Stream] = {}
+        #: Streams whose state changed since the last plan (frames in, end of input, room in
+        #: their queue, consumer gone), by slot: ``_plan`` looks at these, not at every stream.
+        self._ready: dict[int, _Stream] = {}
         self._wake = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -202,7 +207,7 @@ class CodecWorker:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                self._wake.set()  # the queue has room again: the stream may be planned
+                self._mark(stream)  # the queue has room again: the stream may be planned
                 yield item
         finally:
             stream.closed = True
@@ -215,7 +220,7 @@ class CodecWorker:
                     pass
             if self._scheduler is None or self._scheduler.done():
                 self._release(stream)  # no scheduler left to do it
-            self._wake.set()
+            self._mark(stream)
 
     def close(self) -> None:
         """Stop the scheduler, fail streams still running and release the thread.
@@ -231,7 +236,7 @@ class CodecWorker:
             if not waiter.done():
                 waiter.set_exception(CodecWorkerClosed("codec worker closed"))
         self._waiters.clear()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._thread.close()
         logger.debug("codec worker closed: %s", self.stats)
 
     async def aclose(self) -> None:
@@ -312,7 +317,7 @@ class CodecWorker:
         try:
             async for batch in frames:
                 stream.pending.extend(self._checked(batch))
-                self._wake.set()
+                self._mark(stream)
                 while len(stream.pending) >= self.max_pending_frames and not stream.closed:
                     stream.space.clear()
                     await stream.space.wait()
@@ -324,7 +329,7 @@ class CodecWorker:
             stream.error = exc
         finally:
             stream.eos = True
-            self._wake.set()
+            self._mark(stream)
             aclose = getattr(frames, "aclose", None)
             if aclose is not None:
                 try:
@@ -333,9 +338,20 @@ class CodecWorker:
                     logger.debug("error closing frame producer", exc_info=True)
 
     # ------------------------------------------------------------------ scheduler
+    def _mark(self, stream: _Stream) -> None:
+        """``stream`` may have work for the scheduler: plan it next time and wake it."""
+        self._ready[stream.slot] = stream
+        self._wake.set()
+
     def _plan(self) -> dict[int, list[tuple[_Stream, list[list[int]]]]]:
+        """This step's chunks by frame count, from the streams marked since the last plan (a
+        stream skipped here is marked again by whatever lets it go on: frames, end of input,
+        room in its queue, its consumer leaving); releases closed streams, finishes ended ones."""
         groups: dict[int, list[tuple[_Stream, list[list[int]]]]] = {}
-        for stream in list(self._streams.values()):
+        ready, self._ready = self._ready, {}
+        for stream in ready.values():
+            if self._streams.get(stream.slot) is not stream:
+                continue  # released already
             if stream.closed:
                 self._release(stream)
                 continue
@@ -353,6 +369,8 @@ class CodecWorker:
             stream.started = True
             stream.space.set()
             groups.setdefault(n, []).append((stream, take))
+            if stream.pending or stream.eos:
+                self._ready[stream.slot] = stream  # the rest, or its end, in a later step
         return groups
 
     def _run_step(
@@ -388,7 +406,6 @@ class CodecWorker:
         return results
 
     async def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
         while not self._closed:
             await self._wake.wait()
             self._wake.clear()
@@ -401,7 +418,7 @@ class CodecWorker:
                 for s in planned:
                     s.needs_reset = False
                 try:
-                    results = await loop.run_in_executor(self._executor, self._run_step, groups, resets)
+                    results = await self._thread.run(self._run_step, groups, resets)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - fail the streams of this step only

@@ -38,9 +38,11 @@ def create_app(
     *,
     service: TTSService | None = None,
     on_fatal: Callable[[str], None] | None = None,
+    on_ready: Callable[[], object] | None = None,
 ) -> FastAPI:
     """Build the app. ``service`` may be injected (tests); ``on_fatal`` is called with a
-    one-line message when the models cannot load (the CLI stops the server)."""
+    one-line message when the models cannot load (the CLI stops the server); ``on_ready``
+    once they have loaded (the CLI: :func:`kanitts.server.gc_freeze.freeze_startup_objects`)."""
     svc = service or TTSService(settings)
     from kanitts.models import admission_limit
 
@@ -56,6 +58,9 @@ def create_app(
                 logger.error("startup failed: %s", exc)
                 if on_fatal is not None:
                     on_fatal(str(exc))
+                return
+            if on_ready is not None:
+                on_ready()
 
         task = asyncio.create_task(boot()) if not svc.ready else None
         try:
