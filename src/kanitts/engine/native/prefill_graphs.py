@@ -73,6 +73,24 @@ MAX_GRAPHED_ADMISSION = 2 * MAX_GRAPH_GROUP
 _META = 4
 
 
+def prefill_and_sample(model: Lfm2, pool: SlotPool, sampler: Sampler, kani2: Kani2Runtime | None,
+                       slots: torch.Tensor, ids: torch.Tensor, lens: torch.Tensor, last: torch.Tensor,
+                       rows: torch.Tensor, unconstrained: bool, **kw: torch.Tensor) -> torch.Tensor:
+    """An admission on the device, eager or inside a graph: prefill ``ids`` ``[n, L]`` into
+    ``slots`` ``[n]`` (real lengths ``lens``, ``kw`` KaniTTS-2's positions and speaker rows),
+    set each slot's ``cache_len``, ``rope_pos`` and ``tok`` (``last`` ``[n]``: the prompts'
+    last ids) and sample the first tokens from each prompt's last row (``rows`` =
+    ``arange(n)`` on the device). Returns them ``[n]`` int64."""
+    hidden = model.prefill(pool.cache, slots, ids, lens, **kw)
+    if kani2 is not None:
+        kani2.reset(slots)
+    h_last = hidden[rows, lens - 1]
+    pool.cache_len.index_copy_(0, slots, lens)
+    pool.rope_pos.index_copy_(0, slots, lens.to(torch.float32))
+    pool.tok.index_copy_(0, slots, last)
+    return sampler.sample(h_last, slots, unconstrained)
+
+
 def group_buckets(slots: int) -> list[int]:
     """Group sizes with a graph: ``1, 2, 4, 8``, capped by the pool size."""
     return bucket_sizes(min(MAX_GRAPH_GROUP, slots))
@@ -149,15 +167,8 @@ class GroupPrefill:
             kw["positions"] = frame_positions(ids, self.kani2.cfg)
             kw["embeds_mask"] = (self._ar[:w] == 1)[None] & (meta[3] != 0)[:, None]
             kw["embeds"] = self.kani2.project(self._spk[:g])[:, None, :]
-        p = self.pool
-        hidden = self.model.prefill(p.cache, slots, ids, lens, **kw)
-        if self.kani2 is not None:
-            self.kani2.reset(slots)
-        h_last = hidden[self._ar[:g], lens - 1]
-        p.cache_len.index_copy_(0, slots, lens)
-        p.rope_pos.index_copy_(0, slots, lens.to(torch.float32))
-        p.tok.index_copy_(0, slots, last)
-        self._first[:g].copy_(self.sampler.sample(h_last, slots, False))
+        self._first[:g].copy_(prefill_and_sample(self.model, self.pool, self.sampler, self.kani2, slots, ids,
+                                                 lens, last, self._ar[:g], False, **kw))
 
     def capture(self, mempool: Any = None) -> None:
         """Warm up and capture every (group, width) bucket into ``mempool`` (a

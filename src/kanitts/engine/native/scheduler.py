@@ -30,7 +30,11 @@ import torch
 from kanitts.engine.native.graphs import DecodeStep
 from kanitts.engine.native.kanitts2 import Kani2Runtime
 from kanitts.engine.native.model import Lfm2
-from kanitts.engine.native.prefill_graphs import PREFILL_ALIGN, GroupPrefill
+from kanitts.engine.native.prefill_graphs import (
+    PREFILL_ALIGN,
+    GroupPrefill,
+    prefill_and_sample,
+)
 from kanitts.engine.native.sampler import Sampler
 from kanitts.engine.native.slots import SlotParams, SlotPool, to_device
 
@@ -287,14 +291,9 @@ class Scheduler:
                                                         min_width=longest)
         last_h = torch.tensor([r.prompt[-1] for r in group], dtype=torch.int64)
         idx, ids, lens, last = (to_device(t, dev) for t in (torch.tensor(slots), ids, lens_h, last_h))
-        hidden = self.model.prefill(pool.cache, idx, ids, lens, **kw)
-        if self.kani2 is not None:
-            self.kani2.reset(idx)
-        h_last = hidden[torch.arange(len(group), device=dev), lens - 1]
-        pool.cache_len.index_copy_(0, idx, lens)
-        pool.rope_pos.index_copy_(0, idx, lens.to(torch.float32))
-        pool.tok.index_copy_(0, idx, last)
-        self._first = self.sampler.sample(h_last, idx, any(not r.slot_params.constrained for r in group))
+        self._first = prefill_and_sample(self.model, pool, self.sampler, self.kani2, idx, ids, lens, last,
+                                         torch.arange(len(group), device=dev),
+                                         any(not r.slot_params.constrained for r in group), **kw)
         return group
 
     def prefill_width(self, rows: int) -> int:
